@@ -1,0 +1,19 @@
+"""samplers: JAX samplers checked against the convergence guarantees their papers prove.
+
+The functional API: an :class:`Algorithm` is ``init`` + ``step`` (pure functions, explicit
+keys); :func:`run` drives one for many steps and chains and returns a :class:`Trace`
+(``trace.to_arviz()``). NumPyro models plug in through :mod:`samplers.numpyro`.
+"""
+from . import adaptation, data, langevin, numpyro
+from .base import Algorithm, EmptyInfo
+from .langevin import mala, minibatch_gradient, sgld, ula, underdamped
+from .run import NonFiniteError, run
+from .trace import Trace
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Algorithm", "EmptyInfo", "NonFiniteError", "Trace", "adaptation", "data", "diagnostics",
+    "langevin", "mala", "minibatch_gradient", "numpyro", "run", "sgld", "targets", "ula",
+    "underdamped",
+]

@@ -1,0 +1,111 @@
+"""The algorithm type shared by every sampler, and small pytree helpers.
+
+An algorithm is an immutable pair of pure functions (Blackjax-style, Cabezas et al. 2024):
+
+* ``init(position, key=None) -> state``: the state is a NamedTuple with a ``position``
+  field (any pytree) and, when the sampler evaluates the target, a ``logdensity`` field;
+* ``step(key, state, batch=None) -> (state, info)``: one transition; ``info`` is a
+  NamedTuple of per-step statistics (acceptance rate, ...). ``batch`` carries per-step
+  data (a minibatch) for the samplers that use it; the others ignore it.
+
+Samplers whose step size can be tuned also expose ``kernel(key, state, batch, step_size)``,
+the same transition with the step size as a (traceable) argument; ``step`` is ``kernel``
+with ``step_size`` fixed. Warm-up adaptation (:mod:`samplers.adaptation`) drives ``kernel``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+PyTree = Any
+Array = jax.Array
+
+
+class Algorithm(NamedTuple):
+    """A sampler: ``init`` and ``step`` (and, for tunable samplers, ``kernel``).
+
+    Attributes:
+      init: ``init(position, key=None) -> state``.
+      step: ``step(key, state, batch=None) -> (state, info)``.
+      kernel: ``kernel(key, state, batch, step_size) -> (state, info)`` or None when the
+        sampler has no step size to adapt.
+      step_size: the step size ``step`` uses (a float), or None.
+      name: a short name used in reports ("mala", "ula", ...).
+    """
+
+    init: Callable[..., Any]
+    step: Callable[..., tuple]
+    kernel: Optional[Callable[..., tuple]] = None
+    step_size: Optional[float] = None
+    name: str = "algorithm"
+
+
+class EmptyInfo(NamedTuple):
+    """Info of a transition that reports nothing beyond its state."""
+
+
+# ---------------------------------------------------------------------------- pytrees
+
+def tree_normal(key: Array, tree: PyTree) -> PyTree:
+    """Standard normal noise with the structure, shapes and dtypes of ``tree``."""
+    leaves, treedef = jax.tree.flatten(tree)
+    keys = jax.random.split(key, len(leaves))
+    noise = [jax.random.normal(k, jnp.shape(x), jnp.result_type(x)) for k, x in zip(keys, leaves)]
+    return jax.tree.unflatten(treedef, noise)
+
+
+def tree_axpy(a, x: PyTree, y: PyTree) -> PyTree:
+    """``a * x + y`` leaf by leaf."""
+    return jax.tree.map(lambda u, v: a * u + v, x, y)
+
+
+def tree_sqnorm(x: PyTree) -> Array:
+    """Squared Euclidean norm of all leaves together."""
+    return sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(x))
+
+
+def tree_all_finite(x: PyTree) -> Array:
+    """True when every entry of every leaf is finite."""
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(x)]))
+
+
+def tree_first_axis(x: PyTree) -> Optional[int]:
+    """The common leading dimension of the leaves of ``x`` (None if they differ)."""
+    sizes = {jnp.shape(leaf)[0] if jnp.ndim(leaf) else None for leaf in jax.tree.leaves(x)}
+    return sizes.pop() if len(sizes) == 1 else None
+
+
+# ------------------------------------------------------------------------- validation
+
+def check_positive(name: str, value, *, allow_callable: bool = False) -> None:
+    """Raise ValueError unless ``value`` is a finite number > 0 (or a schedule, if allowed)."""
+    if allow_callable and callable(value):
+        return
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a positive number, got {value!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+def check_scalar_logdensity(name: str, value) -> None:
+    """Raise TypeError when a log-density returned something other than a scalar."""
+    if jnp.ndim(value) != 0:
+        raise TypeError(
+            f"{name} must return a scalar log-density, got an array of shape {jnp.shape(value)}; "
+            "sum over data points (and use jax.vmap over chains outside the log-density)"
+        )
+
+
+def check_finite_position(name: str, position: PyTree) -> None:
+    """Raise ValueError when a concrete position has a NaN or infinite entry."""
+    for path, leaf in jax.tree_util.tree_leaves_with_path(position):
+        arr = np.asarray(leaf)
+        if not np.all(np.isfinite(arr)):
+            where = jax.tree_util.keystr(path) or "array"
+            raise ValueError(f"{name} must be finite, got non-finite values in {where}: {arr!r}")

@@ -1,0 +1,377 @@
+"""The driver: ``samplers.run`` runs any :class:`~samplers.base.Algorithm` for many steps.
+
+One compiled ``lax.scan`` over steps; chains are vectorised with ``vmap`` inside each step,
+so a progress report is a single un-batched ``jax.debug.callback`` every few hundred steps.
+The key of step t of chain c is ``fold_in(key_c, t)``: draws do not depend on how the run is
+cut into compiled chunks, which makes a checkpointed and resumed run bit-identical to an
+uninterrupted one.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import itertools
+import os
+import sys
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .adaptation import adapted_step_size, dual_averaging_init, dual_averaging_update
+from .base import Algorithm, PyTree, check_finite_position, tree_all_finite
+from .data import Minibatches
+from .trace import Trace
+
+__all__ = ["run", "NonFiniteError"]
+
+
+class NonFiniteError(FloatingPointError):
+    """A chain turned NaN or infinite. ``trace`` holds the draws made before it was raised."""
+
+    def __init__(self, message: str, trace: Trace):
+        super().__init__(message)
+        self.trace = trace
+
+
+# ----------------------------------------------------------------------- progress bar
+
+_BARS: dict[int, Any] = {}
+_RUN_IDS = itertools.count()
+
+
+def _report(run_id, steps_done):
+    bar = _BARS.get(int(run_id))
+    if bar is not None and int(steps_done) > bar.n:
+        bar.update(int(steps_done) - bar.n)
+
+
+def _maybe_report(run_id, steps_done, every):
+    jax.lax.cond(steps_done % every == 0,
+                 lambda: jax.debug.callback(_report, run_id, steps_done),
+                 lambda: None)
+
+
+# ------------------------------------------------------------------------ transitions
+
+def _transition(algorithm, states, chain_keys, t, batches, step_size):
+    """Step every chain once, as global step ``t``; ``step_size`` (chain,) or None."""
+
+    def one(state, chain_key, h):
+        key = jax.random.fold_in(chain_key, t)
+        batch = None
+        if batches is not None:
+            key, key_batch = jax.random.split(key)
+            batch = batches.sample(key_batch)
+        if h is None:
+            return algorithm.step(key, state, batch)
+        return algorithm.kernel(key, state, batch, h)
+
+    return jax.vmap(one)(states, chain_keys, step_size)
+
+
+def _mark_nonfinite(first_bad, states, t):
+    finite = jax.vmap(tree_all_finite)(states.position)
+    return jnp.where((first_bad < 0) & ~finite, t, first_bad), ~finite
+
+
+@functools.partial(jax.jit, static_argnames=("algorithm", "num_warmup", "target", "every"))
+def _warmup(algorithm, states, chain_keys, batches, step_size, run_id, *,
+            num_warmup, target, every):
+    """``num_warmup`` steps; dual averaging of the step size when ``target`` is given."""
+    adapt = target is not None
+    da = jax.vmap(dual_averaging_init)(step_size) if adapt else None
+    first_bad = jnp.full(chain_keys.shape[:1], -1, jnp.int32)
+
+    def body(carry, t):
+        states, da, first_bad = carry
+        h = jnp.exp(da.log_step) if adapt else step_size
+        states, info = _transition(algorithm, states, chain_keys, t, batches, h)
+        if adapt:
+            da = jax.vmap(dual_averaging_update, in_axes=(0, 0, None))(
+                da, info.acceptance_rate, target)
+        first_bad, _ = _mark_nonfinite(first_bad, states, t)
+        if every:
+            _maybe_report(run_id, t + 1, every)
+        return (states, da, first_bad), None
+
+    (states, da, first_bad), _ = jax.lax.scan(body, (states, da, first_bad), jnp.arange(num_warmup))
+    return states, (adapted_step_size(da) if adapt else step_size), first_bad
+
+
+@functools.partial(jax.jit, static_argnames=("algorithm", "num_draws", "thin", "every"))
+def _sample(algorithm, states, first_bad, chain_keys, batches, step_size, first_step, run_id, *,
+            num_draws, thin, every):
+    """``num_draws * thin`` steps from global step ``first_step``, keeping every ``thin``-th."""
+
+    def one_step(carry, t):
+        states, first_bad = carry
+        states, info = _transition(algorithm, states, chain_keys, t, batches, step_size)
+        first_bad, _ = _mark_nonfinite(first_bad, states, t)
+        return (states, first_bad), info
+
+    def draw(carry, i):
+        steps = first_step + i * thin + jnp.arange(thin)
+        carry, infos = jax.lax.scan(one_step, carry, steps)
+        states, _ = carry
+        record = {
+            "position": states.position,
+            "info": jax.tree.map(lambda x: x[-1], infos),
+            "lp": getattr(states, "logdensity", None),
+            "diverging": ~jax.vmap(tree_all_finite)(states.position),
+        }
+        if every:
+            _maybe_report(run_id, steps[-1] + 1, every)
+        return carry, record
+
+    (states, first_bad), records = jax.lax.scan(draw, (states, first_bad), jnp.arange(num_draws))
+    return states, first_bad, records
+
+
+# ------------------------------------------------------------------------- checkpoints
+
+def _to_numpy(leaf):
+    if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+        return np.asarray(jax.random.key_data(leaf))
+    return np.asarray(leaf)
+
+
+def _from_numpy(array, like):
+    if jax.dtypes.issubdtype(like.dtype, jax.dtypes.prng_key):
+        return jax.random.wrap_key_data(jnp.asarray(array), impl=jax.random.key_impl(like))
+    return jnp.asarray(array, dtype=like.dtype)
+
+
+def _save_checkpoint(path, fingerprint, draws_done, carry, records):
+    """Write atomically: a temporary file, fsync, then rename over the last checkpoint."""
+    arrays = {"fingerprint": np.asarray(fingerprint), "draws_done": np.asarray(draws_done)}
+    for name, tree in (("carry", carry), ("records", records)):
+        for i, leaf in enumerate(jax.tree.leaves(tree)):
+            arrays[f"{name}_{i}"] = _to_numpy(leaf)
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path, fingerprint, carry_like, records_like):
+    with np.load(path) as f:
+        if str(f["fingerprint"]) != fingerprint:
+            raise ValueError(
+                f"checkpoint {path!r} was written by a different run (another algorithm, key, "
+                "initial position or length); delete it or pass another checkpoint path")
+
+        def restore(name, like):
+            leaves, treedef = jax.tree.flatten(like)
+            return jax.tree.unflatten(
+                treedef, [_from_numpy(f[f"{name}_{i}"], x) for i, x in enumerate(leaves)])
+
+        draws_done = int(f["draws_done"])
+        records = restore("records", records_like) if draws_done else None
+        return draws_done, restore("carry", carry_like), records
+
+
+def _fingerprint(algorithm, key, positions, **config) -> str:
+    digest = hashlib.sha256(repr((algorithm.name, algorithm.step_size, sorted(config.items()))).encode())
+    for leaf in jax.tree.leaves((jax.random.key_data(key), positions)):
+        digest.update(np.asarray(leaf).tobytes())
+    return digest.hexdigest()
+
+
+# -------------------------------------------------------------------------------- run
+
+def _validate(algorithm, num_steps, num_chains, num_warmup, thin, on_nonfinite,
+              checkpoint, checkpoint_every, batches):
+    if not isinstance(algorithm, Algorithm):
+        raise TypeError(f"algorithm must be a samplers.Algorithm (e.g. samplers.mala(...)), "
+                        f"got {type(algorithm).__name__}")
+    for name, value, low in (("num_steps", num_steps, 1), ("num_chains", num_chains, 1),
+                             ("num_warmup", num_warmup, 0), ("thin", thin, 1)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    if num_steps % thin:
+        raise ValueError(f"num_steps must be a multiple of thin={thin}, got {num_steps}")
+    if on_nonfinite not in ("raise", "flag"):
+        raise ValueError(f"on_nonfinite must be 'raise' or 'flag', got {on_nonfinite!r}")
+    if checkpoint_every is not None:
+        if checkpoint is None:
+            raise ValueError("checkpoint_every needs checkpoint=<path>")
+        if not isinstance(checkpoint_every, int) or checkpoint_every < thin or checkpoint_every % thin:
+            raise ValueError(f"checkpoint_every must be a positive multiple of thin={thin}, "
+                             f"got {checkpoint_every!r}")
+    if batches is not None and not isinstance(batches, Minibatches):
+        raise TypeError("batches must come from samplers.data.minibatches(data, batch_size), "
+                        f"got {type(batches).__name__}")
+
+
+def _initial_positions(initial_position, num_chains, chain_axis):
+    if not chain_axis:
+        return jax.tree.map(lambda x: jnp.broadcast_to(jnp.asarray(x), (num_chains,) + jnp.shape(x)),
+                            initial_position)
+    for leaf in jax.tree.leaves(initial_position):
+        if jnp.ndim(leaf) == 0 or jnp.shape(leaf)[0] != num_chains:
+            raise ValueError(f"initial_position with chain_axis=True must have a leading axis of "
+                             f"size num_chains={num_chains}, got a leaf of shape {jnp.shape(leaf)}")
+    return jax.tree.map(jnp.asarray, initial_position)
+
+
+def _stats(records, step_size, num_chains, num_draws) -> dict:
+    """Per-draw statistics with ArviZ's names, axes (chain, draw)."""
+    swap = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731
+    info = records["info"]
+    stats = {k: swap(v) for k, v in getattr(info, "_asdict", lambda: {})().items()}
+    if records["lp"] is not None:
+        stats["lp"] = swap(records["lp"])
+    stats["diverging"] = swap(records["diverging"])
+    if step_size is not None and "step_size" not in stats:
+        stats["step_size"] = jnp.broadcast_to(jnp.reshape(step_size, (-1, 1)), (num_chains, num_draws))
+    return stats
+
+
+def _trace(records, states, first_bad, step_size, num_chains) -> Trace:
+    num_draws = int(jax.tree.leaves(records["diverging"])[0].shape[0])
+    positions = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), records["position"])
+    return Trace(positions, _stats(records, step_size, num_chains, num_draws), states, first_bad)
+
+
+def _concat(chunks):
+    return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=0), *chunks)
+
+
+def run(
+    algorithm: Algorithm,
+    key: jax.Array,
+    initial_position: PyTree,
+    num_steps: int,
+    *,
+    num_chains: int = 1,
+    num_warmup: int = 0,
+    thin: int = 1,
+    chain_axis: bool = False,
+    batches: Optional[Minibatches] = None,
+    adapt_step_size: Optional[bool] = None,
+    target_acceptance: float = 0.574,
+    progress: Optional[bool] = None,
+    on_nonfinite: str = "raise",
+    checkpoint: Optional[str] = None,
+    checkpoint_every: Optional[int] = None,
+) -> Trace:
+    """Run ``algorithm`` for ``num_warmup + num_steps`` steps on ``num_chains`` chains.
+
+    Args:
+      algorithm: any :class:`samplers.Algorithm` (``samplers.mala(...)``, ...).
+      key: a ``jax.random.key``; chain c uses ``fold_in``-derived keys of ``split(key)[c]``.
+      initial_position: a position pytree, shared by all chains, or with a leading chain
+        axis when ``chain_axis=True``.
+      num_steps: steps after warm-up; every ``thin``-th is kept (``num_steps // thin`` draws).
+      num_warmup: steps run first and discarded; for samplers with a tunable step size
+        (MALA) the step size is adapted during them by dual averaging towards
+        ``target_acceptance`` unless ``adapt_step_size=False``.
+      batches: ``samplers.data.minibatches(data, n)``: a fresh batch per step and chain.
+      progress: a progress bar (tqdm) updated from inside the compiled loop about 50 times;
+        default: on when stderr is a terminal.
+      on_nonfinite: "raise" (a :class:`NonFiniteError` naming the chain and step, carrying
+        the draws made so far) or "flag" (keep going; ``stats["diverging"]`` marks the draws).
+      checkpoint, checkpoint_every: write the state and the draws to ``checkpoint`` (an .npz
+        file, replaced atomically) every ``checkpoint_every`` steps; a run started again with
+        the same arguments resumes from it and gives bit-identical draws.
+
+    Returns:
+      A :class:`samplers.Trace` with (chain, draw) leading axes.
+    """
+    _validate(algorithm, num_steps, num_chains, num_warmup, thin, on_nonfinite,
+              checkpoint, checkpoint_every, batches)
+    check_finite_position("initial_position", initial_position)
+    if adapt_step_size is None:
+        adapt_step_size = algorithm.kernel is not None and num_warmup > 0
+    if adapt_step_size and algorithm.kernel is None:
+        raise ValueError(f"adapt_step_size=True needs a sampler with a tunable step size; "
+                         f"{algorithm.name} has none")
+    if not 0.0 < target_acceptance < 1.0:
+        raise ValueError(f"target_acceptance must be in (0, 1), got {target_acceptance!r}")
+
+    chain_keys = jax.random.split(key, num_chains)
+    init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 2**31 - 1))(chain_keys)
+    positions = _initial_positions(initial_position, num_chains, chain_axis)
+    states = jax.jit(jax.vmap(algorithm.init))(positions, init_keys)
+    lp0 = getattr(states, "logdensity", None)
+    if lp0 is not None and not np.all(np.isfinite(np.asarray(lp0))):
+        bad = int(np.flatnonzero(~np.isfinite(np.asarray(lp0)))[0])
+        raise ValueError(f"initial_position has log-density {float(np.asarray(lp0)[bad])} "
+                         f"(chain {bad}): start inside the support of the target")
+    step_size = (jnp.full((num_chains,), algorithm.step_size, jnp.result_type(float))
+                 if algorithm.kernel is not None else None)
+
+    if progress is None:
+        progress = sys.stderr.isatty()
+    total = num_warmup + num_steps
+    every = max(1, total // 50) if progress else 0
+    run_id = next(_RUN_IDS)
+    if progress:
+        from tqdm.auto import tqdm
+        _BARS[run_id] = tqdm(total=total, desc=algorithm.name, unit="step")
+    try:
+        return _run(algorithm, states, chain_keys, positions, key, batches, step_size,
+                    num_steps, num_chains, num_warmup, thin, adapt_step_size,
+                    target_acceptance, on_nonfinite, checkpoint, checkpoint_every, run_id, every)
+    finally:
+        bar = _BARS.pop(run_id, None)
+        if bar is not None:
+            bar.close()
+
+
+def _check_finite(first_bad, records_so_far, states, step_size, num_chains, on_nonfinite):
+    first_bad = np.asarray(first_bad)
+    if on_nonfinite == "raise" and np.any(first_bad >= 0):
+        chain = int(np.argmax(np.where(first_bad >= 0, -first_bad, -np.inf)))
+        trace = (_trace(_concat(records_so_far), states, first_bad, step_size, num_chains)
+                 if records_so_far else None)
+        raise NonFiniteError(
+            f"chain {chain} turned non-finite (NaN or inf) at step {int(first_bad[chain])}; "
+            "lower the step size, or pass on_nonfinite='flag' to keep going", trace)
+
+
+def _run(algorithm, states, chain_keys, positions, key, batches, step_size, num_steps,
+         num_chains, num_warmup, thin, adapt, target, on_nonfinite, checkpoint,
+         checkpoint_every, run_id, every):
+    run_id = jnp.asarray(run_id, jnp.int32)
+    num_draws = num_steps // thin
+    chunk = num_draws if checkpoint_every is None else checkpoint_every // thin
+    fingerprint = _fingerprint(algorithm, key, positions, num_steps=num_steps, num_warmup=num_warmup,
+                               thin=thin, num_chains=num_chains, adapt=adapt, target=target,
+                               batches=None if batches is None else batches.batch_size)
+    first_bad = jnp.full((num_chains,), -1, jnp.int32)
+    sample = functools.partial(_sample, algorithm, chain_keys=chain_keys, batches=batches,
+                               run_id=run_id, thin=thin, every=every)
+    carry_like = (states, first_bad, step_size)
+    records_like = jax.eval_shape(
+        lambda s: sample(s, first_bad, step_size=step_size, first_step=0, num_draws=1)[2], states)
+
+    done, chunks = 0, []
+    if checkpoint is not None and os.path.exists(checkpoint):
+        done, (states, first_bad, step_size), records = _load_checkpoint(
+            checkpoint, fingerprint, carry_like, records_like)
+        chunks = [records] if records is not None else []
+    else:
+        if num_warmup:
+            states, step_size, first_bad = _warmup(
+                algorithm, states, chain_keys, batches, step_size, run_id,
+                num_warmup=num_warmup, target=target if adapt else None, every=every)
+            _check_finite(first_bad, [], states, step_size, num_chains, on_nonfinite)
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, fingerprint, 0, (states, first_bad, step_size), ())
+
+    while done < num_draws:
+        n = min(chunk, num_draws - done)
+        states, first_bad, records = sample(states, first_bad, step_size=step_size,
+                                            first_step=num_warmup + done * thin, num_draws=n)
+        chunks.append(records)
+        done += n
+        _check_finite(first_bad, chunks, states, step_size, num_chains, on_nonfinite)
+        if checkpoint is not None:
+            chunks = [_concat(chunks)]
+            _save_checkpoint(checkpoint, fingerprint, done, (states, first_bad, step_size), chunks[0])
+    return _trace(_concat(chunks), states, first_bad, step_size, num_chains)

@@ -1,0 +1,74 @@
+"""The result of :func:`samplers.run` and its export to ArviZ."""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from .base import PyTree
+
+__all__ = ["Trace", "from_dict"]
+
+
+def _path_name(path) -> str:
+    parts = []
+    for entry in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(entry, attr):
+                parts.append(str(getattr(entry, attr)))
+                break
+    return ".".join(parts)
+
+
+def named_leaves(tree: PyTree, default: str) -> dict[str, Any]:
+    """Flatten a pytree to ``{dotted path: leaf}``; a bare array is named ``default``."""
+    leaves = jax.tree_util.tree_leaves_with_path(tree)
+    return {(_path_name(path) or default): leaf for path, leaf in leaves}
+
+
+def from_dict(groups: dict[str, dict[str, Any]]):
+    """ArviZ data from ``{group: {name: array (chain, draw, ...)}}``, for ArviZ 0.x and 1.x.
+
+    ArviZ 0.x takes the groups as keyword arguments and returns InferenceData; 1.x takes
+    one nested dict and returns an ``xarray.DataTree``.
+    """
+    import arviz as az
+
+    groups = {g: {k: np.asarray(v) for k, v in d.items()} for g, d in groups.items() if d}
+    if int(az.__version__.split(".")[0]) >= 1:
+        return az.from_dict(groups)
+    return az.from_dict(**groups)
+
+
+class Trace(NamedTuple):
+    """Draws of a run.
+
+    Attributes:
+      positions: the position pytree with leading (chain, draw) axes.
+      stats: ``{name: array (chain, draw)}``: ``lp`` (log-density, where the sampler keeps
+        it), ``diverging`` (position non-finite), ``step_size``, and each field of the
+        sampler's info (``acceptance_rate``, ...).
+      final_state: the sampler state after the last step, leading chain axis.
+      nonfinite_step: (chain,) the first step at which each chain turned non-finite, -1 if none.
+    """
+
+    positions: PyTree
+    stats: dict
+    final_state: Any
+    nonfinite_step: Any
+
+    @property
+    def num_chains(self) -> int:
+        return int(jax.tree.leaves(self.positions)[0].shape[0])
+
+    @property
+    def num_draws(self) -> int:
+        return int(jax.tree.leaves(self.positions)[0].shape[1])
+
+    def to_arviz(self, default_name: str = "x"):
+        """ArviZ data with a ``posterior`` group (one variable per pytree leaf, a bare array
+        is named ``default_name``) and ``sample_stats`` (ArviZ's names: ``lp``,
+        ``acceptance_rate``, ``diverging``, ``step_size``, ...)."""
+        posterior = named_leaves(self.positions, default_name)
+        return from_dict({"posterior": posterior, "sample_stats": dict(self.stats)})
