@@ -93,11 +93,12 @@ def check_positive(name: str, value, *, allow_callable: bool = False) -> None:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
 
 
-def check_scalar_logdensity(name: str, value) -> None:
-    """Raise TypeError when a log-density returned something other than a scalar."""
-    if jnp.ndim(value) != 0:
+def check_scalar_logdensity(name: str, fn: Callable, position: PyTree) -> None:
+    """Raise TypeError when ``fn(position)`` is not a scalar (checked on shapes only)."""
+    shape = jax.eval_shape(fn, position).shape
+    if shape != ():
         raise TypeError(
-            f"{name} must return a scalar log-density, got an array of shape {jnp.shape(value)}; "
+            f"{name} must return a scalar log-density, got an array of shape {shape}; "
             "sum over data points (and use jax.vmap over chains outside the log-density)"
         )
 

@@ -68,8 +68,8 @@ def _langevin_init(logdensity_fn: Callable) -> Callable:
 
     def init(position: PyTree, key=None) -> LangevinState:
         del key
+        check_scalar_logdensity("logdensity_fn", logdensity_fn, position)
         logdensity, grad = value_and_grad(position)
-        check_scalar_logdensity("logdensity_fn", logdensity)
         return LangevinState(position, logdensity, grad)
 
     return init
@@ -255,8 +255,8 @@ def underdamped(logdensity_fn: Callable, step_size: float, friction: float = 1.0
     s = jnp.sqrt(-jnp.expm1(-2.0 * friction * h))
 
     def init(position, key=None) -> KineticState:
+        check_scalar_logdensity("logdensity_fn", logdensity_fn, position)
         logdensity, grad = value_and_grad(position)
-        check_scalar_logdensity("logdensity_fn", logdensity)
         momentum = (jax.tree.map(jnp.zeros_like, position) if key is None
                     else tree_normal(key, position))
         return KineticState(position, momentum, logdensity, grad)
