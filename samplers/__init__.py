@@ -4,7 +4,7 @@ The functional API: an :class:`Algorithm` is ``init`` + ``step`` (pure functions
 keys); :func:`run` drives one for many steps and chains and returns a :class:`Trace`
 (``trace.to_arviz()``). NumPyro models plug in through :mod:`samplers.numpyro`.
 """
-from . import adaptation, data, langevin, numpyro
+from . import adaptation, data, diagnostics, langevin, numpyro, targets
 from .base import Algorithm, EmptyInfo
 from .langevin import mala, minibatch_gradient, sgld, ula, underdamped
 from .run import NonFiniteError, run

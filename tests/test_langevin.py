@@ -104,3 +104,17 @@ def test_sgld_step_size_schedule_is_reported():
     trace = samplers.run(alg, jax.random.key(0), jnp.zeros(1), 10)
     np.testing.assert_allclose(trace.stats["step_size"][0], 0.1 / (1.0 + np.arange(10)) ** 0.55,
                                rtol=1e-6)
+
+
+def test_sgld_recovers_the_bayesian_linear_regression_posterior_mean():
+    """The minibatch gradient is affine in w with noise independent of w, so SGLD's stationary
+    mean is the exact posterior mean at any stable step (its variance is what is biased)."""
+    target = samplers.targets.make_linear_regression(jax.random.key(4), n=200, d=3)
+    grad = samplers.minibatch_gradient(target.logprior_fn, target.loglik_fn, 200)
+    h = 0.1 / float(np.linalg.eigvalsh(np.linalg.inv(target.cov)).max())
+    trace = samplers.run(samplers.sgld(grad, h), jax.random.key(5), jnp.zeros(3), 3000,
+                         num_chains=100, num_warmup=500, thin=3,
+                         batches=samplers.data.minibatches(target.data, 20))
+    x = np.asarray(trace.positions)
+    for i in range(3):
+        assert_within(*mc_mean(x[..., i]), float(target.mean[i]), what=f"posterior mean {i}")

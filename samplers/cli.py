@@ -1,0 +1,122 @@
+"""The ``samplers`` command: ``samplers demo`` (and later ``verify``, ``bench``, ...)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import NamedTuple, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import diagnostics, langevin, targets
+from .data import minibatches
+from .run import run
+
+
+class DemoCase(NamedTuple):
+    """One row of the demo: a sampler on a target with a known answer."""
+
+    method: str
+    target: targets.Target
+    algorithm: object
+    num_steps: int
+    num_warmup: int = 0
+    batch_size: Optional[int] = None
+
+
+def demo_cases(key, num_steps: int = 20_000) -> list[DemoCase]:
+    """Each Langevin sampler on its default target (exact mean and covariance known)."""
+    gauss = targets.gaussian(jnp.array([1.0, -1.0]), jnp.array([[1.0, 0.8], [0.8, 1.5]]))
+    blr = targets.make_linear_regression(key, n=500, d=2, noise_scale=1.0, prior_scale=1.0)
+    sgld_grad = langevin.minibatch_gradient(blr.logprior_fn, blr.loglik_fn, 500)
+    return [
+        DemoCase("ula", gauss, langevin.ula(gauss.logdensity_fn, 0.2), num_steps),
+        DemoCase("mala", gauss, langevin.mala(gauss.logdensity_fn, 0.5), num_steps, num_warmup=1000),
+        DemoCase("underdamped (BAOAB)", gauss, langevin.underdamped(gauss.logdensity_fn, 0.3),
+                 num_steps, num_warmup=1000),
+        DemoCase("sgld", blr, langevin.sgld(sgld_grad, 2e-4), num_steps, num_warmup=1000,
+                 batch_size=50),
+    ]
+
+
+def _plot(path, case: DemoCase, draws: np.ndarray, key) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    exact = np.asarray(case.target.sample(key, draws.shape[0]))
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.scatter(exact[:, 0], exact[:, 1], s=2, alpha=0.3, label="exact draws")
+    ax.scatter(draws[:, 0], draws[:, 1], s=2, alpha=0.3, label=case.method)
+    ax.set_title(f"{case.method} on {case.target.name}")
+    ax.legend(markerscale=5, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def demo(out: str = "samplers-demo", num_chains: int = 4, seed: int = 0,
+         num_steps: int = 20_000) -> list[dict]:
+    """Run every sampler on its default target; print a table; write one plot per method.
+
+    The error is the Wasserstein-2 distance between the Gaussian fitted to the draws (their
+    mean and covariance) and the target's exact mean and covariance: it measures the
+    sampler's bias (ULA, SGLD) plus Monte Carlo error.
+    """
+    os.makedirs(out, exist_ok=True)
+    key = jax.random.key(seed)
+    rows = []
+    print(f"{'method':<22}{'target':<28}{'W2 error':>10}{'min ESS':>10}{'time (s)':>10}")
+    for i, case in enumerate(demo_cases(key, num_steps)):
+        k_run, k_plot = jax.random.split(jax.random.fold_in(key, i))
+        batches = (None if case.batch_size is None
+                   else minibatches(case.target.data, case.batch_size))
+        start = time.perf_counter()
+        trace = run(case.algorithm, k_run, jnp.zeros(case.target.dim), case.num_steps,
+                    num_chains=num_chains, num_warmup=case.num_warmup, thin=10,
+                    batches=batches, progress=False)
+        x = np.asarray(trace.positions)
+        seconds = time.perf_counter() - start
+        flat = x.reshape(-1, x.shape[-1])
+        error = float(diagnostics.gaussian_w2(flat.mean(0), np.cov(flat.T), case.target.mean,
+                                              case.target.cov))
+        min_ess = float(np.min(diagnostics.ess(x)))
+        plot = os.path.join(out, case.method.split()[0] + ".png")
+        _plot(plot, case, flat, k_plot)
+        rows.append({"method": case.method, "target": case.target.name, "w2_error": error,
+                     "min_ess": min_ess, "seconds": seconds, "plot": plot})
+        print(f"{case.method:<22}{case.target.name:<28}{error:>10.4f}{min_ess:>10.0f}{seconds:>10.2f}")
+    print(f"plots written to {os.path.abspath(out)}/")
+    return rows
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="samplers", description="JAX samplers checked against their convergence guarantees.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    p_demo = sub.add_parser("demo", help="run each sampler on a target with a known answer",
+                            description=demo.__doc__)
+    p_demo.add_argument("--out", default="samplers-demo", help="folder for the plots")
+    p_demo.add_argument("--chains", type=int, default=4, help="chains per sampler")
+    p_demo.add_argument("--seed", type=int, default=0)
+    p_demo.add_argument("--steps", type=int, default=20_000,
+                        help="steps per chain (a multiple of 10)")
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    if args.command == "demo":
+        if args.chains < 1:
+            parser.error(f"--chains must be >= 1, got {args.chains}")
+        if args.steps < 10 or args.steps % 10:
+            parser.error(f"--steps must be a positive multiple of 10, got {args.steps}")
+        demo(args.out, args.chains, args.seed, args.steps)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""Smoke tests of the ``samplers`` command."""
+import subprocess
+import sys
+
+import pytest
+
+from samplers import cli
+
+
+def test_help_lists_demo(capsys):
+    assert cli.main([]) == 0
+    assert "demo" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--help"])
+    assert exit_.value.code == 0
+
+
+def test_demo_prints_a_table_and_writes_plots(tmp_path, capsys):
+    rows = cli.demo(str(tmp_path), num_chains=2, num_steps=2000)
+    out = capsys.readouterr().out
+    assert [r["method"] for r in rows] == ["ula", "mala", "underdamped (BAOAB)", "sgld"]
+    for row in rows:
+        assert row["method"] in out and (tmp_path / row["plot"].split("/")[-1]).stat().st_size > 0
+        assert row["w2_error"] >= 0 and row["min_ess"] > 0
+
+
+def test_bad_demo_arguments_are_named():
+    result = subprocess.run([sys.executable, "-m", "samplers.cli", "demo", "--steps", "15"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "--steps must be a positive multiple of 10, got 15" in result.stderr
