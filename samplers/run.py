@@ -71,9 +71,17 @@ def _transition(algorithm, states, chain_keys, t, batches, step_size):
     return jax.vmap(one)(states, chain_keys, step_size)
 
 
+def _finite(states):
+    """(chain,) True where the state is finite: its log-density when the sampler keeps one
+    (a scalar per chain, so the guard costs O(1) per step), else every position entry."""
+    logdensity = getattr(states, "logdensity", None)
+    if logdensity is not None:
+        return jnp.isfinite(logdensity)
+    return jax.vmap(tree_all_finite)(states.position)
+
+
 def _mark_nonfinite(first_bad, states, t):
-    finite = jax.vmap(tree_all_finite)(states.position)
-    return jnp.where((first_bad < 0) & ~finite, t, first_bad), ~finite
+    return jnp.where((first_bad < 0) & ~_finite(states), t, first_bad)
 
 
 @functools.partial(jax.jit, static_argnames=("algorithm", "num_warmup", "target", "every"))
@@ -91,7 +99,7 @@ def _warmup(algorithm, states, chain_keys, batches, step_size, run_id, *,
         if adapt:
             da = jax.vmap(dual_averaging_update, in_axes=(0, 0, None))(
                 da, info.acceptance_rate, target)
-        first_bad, _ = _mark_nonfinite(first_bad, states, t)
+        first_bad = _mark_nonfinite(first_bad, states, t)
         if every:
             _maybe_report(run_id, t + 1, every)
         return (states, da, first_bad), None
@@ -108,7 +116,7 @@ def _sample(algorithm, states, first_bad, chain_keys, batches, step_size, first_
     def one_step(carry, t):
         states, first_bad = carry
         states, info = _transition(algorithm, states, chain_keys, t, batches, step_size)
-        first_bad, _ = _mark_nonfinite(first_bad, states, t)
+        first_bad = _mark_nonfinite(first_bad, states, t)
         return (states, first_bad), info
 
     def draw(carry, i):
@@ -119,7 +127,7 @@ def _sample(algorithm, states, first_bad, chain_keys, batches, step_size, first_
             "position": states.position,
             "info": jax.tree.map(lambda x: x[-1], infos),
             "lp": getattr(states, "logdensity", None),
-            "diverging": ~jax.vmap(tree_all_finite)(states.position),
+            "diverging": ~_finite(states),
         }
         if every:
             _maybe_report(run_id, steps[-1] + 1, every)
