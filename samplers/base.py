@@ -53,7 +53,7 @@ class EmptyInfo(NamedTuple):
 def tree_normal(key: Array, tree: PyTree) -> PyTree:
     """Standard normal noise with the structure, shapes and dtypes of ``tree``."""
     leaves, treedef = jax.tree.flatten(tree)
-    keys = jax.random.split(key, len(leaves))
+    keys = [key] if len(leaves) == 1 else jax.random.split(key, len(leaves))
     noise = [jax.random.normal(k, jnp.shape(x), jnp.result_type(x)) for k, x in zip(keys, leaves)]
     return jax.tree.unflatten(treedef, noise)
 

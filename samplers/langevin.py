@@ -205,10 +205,8 @@ def minibatch_gradient(
                          f"centre={'None' if centre is None else 'given'}, "
                          f"data={'None' if data is None else 'given'}")
     grad_prior = jax.grad(logprior_fn)
-    grad_lik = jax.vmap(jax.grad(loglik_fn), in_axes=(None, 0))
-
-    def batch_sum(position, batch):
-        return jax.tree.map(lambda g: jnp.sum(g, axis=0), grad_lik(position, batch))
+    # the gradient of the summed batch log-likelihood: no (n, d) array of per-datum gradients
+    batch_sum = jax.grad(lambda position, batch: jnp.sum(jax.vmap(loglik_fn, (None, 0))(position, batch)))
 
     def scaled_batch_grad(position, batch):
         n = jax.tree.leaves(batch)[0].shape[0]

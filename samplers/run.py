@@ -84,6 +84,11 @@ def _mark_nonfinite(first_bad, states, t):
     return jnp.where((first_bad < 0) & ~_finite(states), t, first_bad)
 
 
+@functools.partial(jax.jit, static_argnames=("algorithm",))
+def _init(algorithm, positions, keys):
+    return jax.vmap(algorithm.init)(positions, keys)
+
+
 @functools.partial(jax.jit, static_argnames=("algorithm", "num_warmup", "target", "every"))
 def _warmup(algorithm, states, chain_keys, batches, step_size, run_id, *,
             num_warmup, target, every):
@@ -304,7 +309,7 @@ def run(
     chain_keys = jax.random.split(key, num_chains)
     init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 2**31 - 1))(chain_keys)
     positions = _initial_positions(initial_position, num_chains, chain_axis)
-    states = jax.jit(jax.vmap(algorithm.init))(positions, init_keys)
+    states = _init(algorithm, positions, init_keys)
     lp0 = getattr(states, "logdensity", None)
     if lp0 is not None and not np.all(np.isfinite(np.asarray(lp0))):
         bad = int(np.flatnonzero(~np.isfinite(np.asarray(lp0)))[0])

@@ -1,0 +1,52 @@
+"""Smoke tests: the examples run on a CPU in under a minute, and the docs site builds.
+
+Both run in a subprocess, as a user would run them, from the repository root.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE_LIMIT_S = 60  # DESIGN.md: examples run on a laptop CPU in under a minute
+
+
+def _run(args: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """Run ``python args...`` from the repository root with the repository importable."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env.setdefault("MPLBACKEND", "Agg")
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+def test_eight_schools_example_runs_and_writes_its_trace_plot(tmp_path):
+    try:
+        result = _run([str(ROOT / "examples" / "eight_schools_mala.py"), "--out", str(tmp_path)],
+                      timeout=EXAMPLE_LIMIT_S)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"examples/eight_schools_mala.py took more than {EXAMPLE_LIMIT_S} s")
+    assert result.returncode == 0, result.stderr[-3000:]
+    plot = tmp_path / "eight_schools_trace.png"
+    assert plot.exists() and plot.stat().st_size > 0, result.stdout[-2000:]
+    summary = result.stdout
+    for column in ("mean", "ess_bulk", "r_hat"):
+        assert column in summary, summary
+    for site in ("mu", "tau", "theta[0]", "theta[7]"):
+        assert site in summary, summary
+
+
+def test_docs_build_strict(tmp_path):
+    pytest.importorskip("mkdocs")
+    site = tmp_path / "site"
+    result = _run(["-m", "mkdocs", "build", "--strict", "--config-file", str(ROOT / "mkdocs.yml"),
+                   "--site-dir", str(site)], timeout=300)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    for page in ("index.html", "getting-started/index.html", "langevin/index.html",
+                 "api/index.html", "benchmarks/index.html"):
+        assert (site / page).exists(), page
+    assert "samplers.langevin.mala" in (site / "api" / "index.html").read_text()
