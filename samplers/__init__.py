@@ -4,8 +4,9 @@ The functional API: an :class:`Algorithm` is ``init`` + ``step`` (pure functions
 keys); :func:`run` drives one for many steps and chains and returns a :class:`Trace`
 (``trace.to_arviz()``). NumPyro models plug in through :mod:`samplers.numpyro`.
 """
-from . import adaptation, data, diagnostics, langevin, numpyro, targets
+from . import adaptation, data, diagnostics, federated, langevin, numpyro, targets
 from .base import Algorithm, EmptyInfo
+from .federated import fald
 from .langevin import mala, minibatch_gradient, sgld, ula, underdamped
 from .run import NonFiniteError, run
 from .trace import Trace
@@ -14,6 +15,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Algorithm", "EmptyInfo", "NonFiniteError", "Trace", "adaptation", "data", "diagnostics",
+    "fald", "federated",
     "langevin", "mala", "minibatch_gradient", "numpyro", "run", "sgld", "targets", "ula",
     "underdamped",
 ]
