@@ -7,4 +7,6 @@ Not part of the installed distribution, and nothing in ``samplers`` imports from
 
 BENCHMARKS = {
     "langevin": "benchmarks.bench_langevin",
+    "vi": "benchmarks.bench_vi",
+    "sliced": "benchmarks.bench_sliced",
 }

@@ -4,11 +4,12 @@ The functional API: an :class:`Algorithm` is ``init`` + ``step`` (pure functions
 keys); :func:`run` drives one for many steps and chains and returns a :class:`Trace`
 (``trace.to_arviz()``). NumPyro models plug in through :mod:`samplers.numpyro`.
 """
-from . import adaptation, data, diagnostics, federated, langevin, numpyro, targets
+from . import adaptation, data, diagnostics, federated, langevin, numpyro, sliced, targets
 from .base import Algorithm, EmptyInfo
 from .federated import fald
 from .langevin import mala, minibatch_gradient, sgld, ula, underdamped
 from .run import NonFiniteError, run
+from .sliced import sliced_wasserstein, sliced_wasserstein_estimate, sliced_wasserstein_flow
 from .trace import Trace
 
 __version__ = "0.1.0"
@@ -16,6 +17,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Algorithm", "EmptyInfo", "NonFiniteError", "Trace", "adaptation", "data", "diagnostics",
     "fald", "federated",
-    "langevin", "mala", "minibatch_gradient", "numpyro", "run", "sgld", "targets", "ula",
-    "underdamped",
+    "langevin", "mala", "minibatch_gradient", "numpyro", "run", "sgld", "sliced",
+    "sliced_wasserstein", "sliced_wasserstein_estimate", "sliced_wasserstein_flow", "targets",
+    "ula", "underdamped",
 ]

@@ -5,13 +5,14 @@ import argparse
 import os
 import sys
 import time
+from importlib.metadata import entry_points
 from typing import NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import diagnostics, langevin, targets
+from . import diagnostics, federated, langevin, targets
 from .data import minibatches
 from .run import run
 
@@ -32,6 +33,7 @@ def demo_cases(key, num_steps: int = 20_000) -> list[DemoCase]:
     gauss = targets.gaussian(jnp.array([1.0, -1.0]), jnp.array([[1.0, 0.8], [0.8, 1.5]]))
     blr = targets.make_linear_regression(key, n=500, d=2, noise_scale=1.0, prior_scale=1.0)
     sgld_grad = langevin.minibatch_gradient(blr.logprior_fn, blr.loglik_fn, 500)
+    fed_target, fed_clients = _federated_gaussian()
     return [
         DemoCase("ula", gauss, langevin.ula(gauss.logdensity_fn, 0.2), num_steps),
         DemoCase("mala", gauss, langevin.mala(gauss.logdensity_fn, 0.5), num_steps, num_warmup=1000),
@@ -39,7 +41,22 @@ def demo_cases(key, num_steps: int = 20_000) -> list[DemoCase]:
                  num_steps, num_warmup=1000),
         DemoCase("sgld", blr, langevin.sgld(sgld_grad, 2e-4), num_steps, num_warmup=1000,
                  batch_size=50),
+        DemoCase("fald (K=5)", fed_target, federated.fald(fed_clients, 5, 0.02),
+                 max(10, num_steps // 50 * 10), num_warmup=200),
     ]
+
+
+def _federated_gaussian():
+    """Four clients with quadratic potentials of different curvature and optimum; the
+    posterior is N(A^-1 sum_c A_c mu_c, A^-1), A = sum_c A_c. FA-LD's error includes its
+    heterogeneity bias (Deng et al. 2021, Theorem 4.7)."""
+    precisions = jnp.array([[[2.0, 0.5], [0.5, 1.0]], [[1.0, 0.0], [0.0, 3.0]],
+                            [[1.5, -0.5], [-0.5, 1.0]], [[0.5, 0.0], [0.0, 0.5]]])
+    means = jnp.array([[1.0, 0.0], [-1.0, 1.0], [0.5, -1.0], [0.0, 2.0]])
+    cov = jnp.linalg.inv(precisions.sum(0))
+    mean = cov @ jnp.einsum("cij,cj->i", precisions, means)
+    clients = [lambda x, a=a, m=m: -0.5 * (x - m) @ a @ (x - m) for a, m in zip(precisions, means)]
+    return targets.gaussian(mean, cov)._replace(name="gaussian (4 clients)"), clients
 
 
 def _plot(path, case: DemoCase, draws: np.ndarray, key) -> None:
@@ -71,6 +88,12 @@ def demo(out: str = "samplers-demo", num_chains: int = 4, seed: int = 0,
     key = jax.random.key(seed)
     rows = []
     print(f"{'method':<22}{'target':<28}{'W2 error':>10}{'min ESS':>10}{'time (s)':>10}")
+
+    def show(row):
+        ess = f"{row['min_ess']:>10.0f}" if row.get("min_ess") is not None else f"{'-':>10}"
+        print(f"{row['method']:<22}{row['target']:<28}{row['w2_error']:>10.4f}{ess}{row['seconds']:>10.2f}")
+        rows.append(row)
+
     for i, case in enumerate(demo_cases(key, num_steps)):
         k_run, k_plot = jax.random.split(jax.random.fold_in(key, i))
         batches = (None if case.batch_size is None
@@ -87,9 +110,10 @@ def demo(out: str = "samplers-demo", num_chains: int = 4, seed: int = 0,
         min_ess = float(np.min(diagnostics.ess(x)))
         plot = os.path.join(out, case.method.split()[0] + ".png")
         _plot(plot, case, flat, k_plot)
-        rows.append({"method": case.method, "target": case.target.name, "w2_error": error,
-                     "min_ess": min_ess, "seconds": seconds, "plot": plot})
-        print(f"{case.method:<22}{case.target.name:<28}{error:>10.4f}{min_ess:>10.0f}{seconds:>10.2f}")
+        show({"method": case.method, "target": case.target.name, "w2_error": error,
+              "min_ess": min_ess, "seconds": seconds, "plot": plot})
+    for entry in entry_points(group="samplers.demos"):  # rows from vi, diffusion, ...
+        show(entry.load()(seed=seed))
     print(f"plots written to {os.path.abspath(out)}/")
     return rows
 

@@ -301,3 +301,7 @@ def rhat(x) -> np.ndarray:
       x: array (chain, draw, ...). Returns an array of shape ``x.shape[2:]``.
     """
     return _arviz_diagnostic("rhat", x)
+
+
+# SW distance between any sampler's draws and reference draws (control-variate estimator)
+from .sliced import sliced_wasserstein_to_reference as sliced_wasserstein  # noqa: E402

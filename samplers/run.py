@@ -353,20 +353,20 @@ def _run(algorithm, states, chain_keys, positions, key, batches, step_size, num_
     run_id = jnp.asarray(run_id, jnp.int32)
     num_draws = num_steps // thin
     chunk = num_draws if checkpoint_every is None else checkpoint_every // thin
-    fingerprint = _fingerprint(algorithm, key, positions, num_steps=num_steps, num_warmup=num_warmup,
-                               thin=thin, num_chains=num_chains, adapt=adapt, target=target,
-                               batches=None if batches is None else batches.batch_size)
     first_bad = jnp.full((num_chains,), -1, jnp.int32)
     sample = functools.partial(_sample, algorithm, chain_keys=chain_keys, batches=batches,
                                run_id=run_id, thin=thin, every=every)
-    carry_like = (states, first_bad, step_size)
-    records_like = jax.eval_shape(
-        lambda s: sample(s, first_bad, step_size=step_size, first_step=0, num_draws=1)[2], states)
-
     done, chunks = 0, []
+    if checkpoint is not None:
+        fingerprint = _fingerprint(algorithm, key, positions, num_steps=num_steps,
+                                   num_warmup=num_warmup, thin=thin, num_chains=num_chains,
+                                   adapt=adapt, target=target,
+                                   batches=None if batches is None else batches.batch_size)
     if checkpoint is not None and os.path.exists(checkpoint):
+        records_like = jax.eval_shape(
+            lambda s: sample(s, first_bad, step_size=step_size, first_step=0, num_draws=1)[2], states)
         done, (states, first_bad, step_size), records = _load_checkpoint(
-            checkpoint, fingerprint, carry_like, records_like)
+            checkpoint, fingerprint, (states, first_bad, step_size), records_like)
         chunks = [records] if records is not None else []
     else:
         if num_warmup:

@@ -46,7 +46,8 @@ def test_docs_build_strict(tmp_path):
     result = _run(["-m", "mkdocs", "build", "--strict", "--config-file", str(ROOT / "mkdocs.yml"),
                    "--site-dir", str(site)], timeout=300)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    for page in ("index.html", "getting-started/index.html", "langevin/index.html",
+    for page in ("index.html", "getting-started/index.html", "langevin/index.html", "vi/index.html",
+                 "sliced/index.html",
                  "api/index.html", "benchmarks/index.html"):
         assert (site / page).exists(), page
     assert "samplers.langevin.mala" in (site / "api" / "index.html").read_text()

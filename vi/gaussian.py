@@ -1,0 +1,186 @@
+"""The Gaussian family N(m, Sigma) that Gaussian VI optimises over.
+
+A :class:`Gaussian` stores its mean ``m`` (d,) and a square-root factor ``scale`` (d, d)
+with ``Sigma = scale @ scale.T``. The covariance is therefore symmetric positive
+semi-definite by construction, and positive definite whenever ``scale`` is nonsingular;
+the algorithms in :mod:`vi.fbgvi` keep it so (FB-GVI stores the symmetric square root
+with eigenvalues >= sqrt(step_size), see :func:`vi.fbgvi.jko_entropy_step`; the
+reparameterised baseline stores a Cholesky factor with a softplus diagonal). Any factor
+works: a Cholesky factor, the symmetric square root, or ``U diag(sqrt(s))``.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.linalg import solve_triangular
+
+__all__ = ["Gaussian", "check_gaussian", "psd_sqrt"]
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+@jax.jit
+def psd_sqrt(cov):
+    """Symmetric PSD square root of a symmetric matrix (eigh; negative rounding clipped)."""
+    cov = 0.5 * (cov + cov.T)
+    s, u = jnp.linalg.eigh(cov)
+    return (u * jnp.sqrt(jnp.clip(s, 0.0))) @ u.T
+
+
+class Gaussian(NamedTuple):
+    """N(mean, scale @ scale.T) over R^d; a pytree (jit/vmap/scan friendly).
+
+    Attributes:
+      mean: (d,) mean.
+      scale: (d, d) square-root factor of the covariance (any factor, see module docstring).
+    """
+
+    mean: jax.Array
+    scale: jax.Array
+
+    # --------------------------------------------------------------- constructors
+    @classmethod
+    def standard(cls, d: int, dtype=None) -> "Gaussian":
+        """N(0, I_d) (float32 unless ``dtype`` or JAX's x64 mode says otherwise)."""
+        if isinstance(d, bool) or int(d) != d or d < 1:
+            raise ValueError(f"d must be a positive integer, got {d!r}")
+        d = int(d)
+        dtype = dtype or jnp.zeros(()).dtype
+        return cls(jnp.zeros(d, dtype), jnp.eye(d, dtype=dtype))
+
+    @classmethod
+    def from_cov(cls, mean, cov) -> "Gaussian":
+        """N(mean, cov) with ``scale`` the symmetric square root of ``cov``.
+
+        Raises ValueError naming ``mean`` or ``cov`` when shapes disagree, entries are not
+        finite or ``cov`` is not symmetric positive definite.
+        """
+        m = np.asarray(mean, dtype=np.float64)
+        c = np.asarray(cov, dtype=np.float64)
+        if m.ndim != 1:
+            raise ValueError(f"mean must be a vector of shape (d,), got shape {m.shape}")
+        d = m.size
+        if c.shape != (d, d):
+            raise ValueError(f"cov must have shape ({d}, {d}) to match mean, got {c.shape}")
+        if not (np.all(np.isfinite(m)) and np.all(np.isfinite(c))):
+            raise ValueError("mean and cov must be finite, got non-finite entries")
+        if not np.allclose(c, c.T, rtol=1e-6, atol=1e-12 * max(1.0, np.abs(c).max())):
+            raise ValueError(f"cov must be symmetric, got max |cov - cov.T| = "
+                             f"{np.abs(c - c.T).max():.3g}")
+        low = np.linalg.eigvalsh(0.5 * (c + c.T)).min()
+        if not low > 0:
+            raise ValueError(f"cov must be symmetric positive definite, got smallest "
+                             f"eigenvalue {low:.6g}")
+        dtype = jnp.result_type(jnp.asarray(mean).dtype, jnp.asarray(cov).dtype, jnp.zeros(()).dtype)
+        if not jnp.issubdtype(dtype, jnp.floating):
+            dtype = jnp.zeros(()).dtype
+        return cls(jnp.asarray(mean, dtype), psd_sqrt(jnp.asarray(cov, dtype)))
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def dim(self) -> int:
+        return self.mean.shape[-1]
+
+    @property
+    def cov(self) -> jax.Array:
+        """Sigma = scale @ scale.T, symmetrised against rounding."""
+        c = self.scale @ jnp.swapaxes(self.scale, -1, -2)
+        return 0.5 * (c + jnp.swapaxes(c, -1, -2))
+
+    # ---------------------------------------------------------------------- methods
+    def sample(self, key, n: int) -> jax.Array:
+        """``n`` i.i.d. draws, shape (n, d): m + scale @ u with u ~ N(0, I)."""
+        return _sample(key, self.mean, self.scale, int(n))
+
+    def logpdf(self, x) -> jax.Array:
+        """log N(x; m, Sigma) for x of shape (..., d), returned with shape (...)."""
+        return _logpdf(self.mean, self.scale, jnp.asarray(x, self.mean.dtype))
+
+    def entropy(self) -> jax.Array:
+        """Differential entropy 1/2 log det(2 pi e Sigma)."""
+        return _entropy(self.scale)
+
+    def to_arviz(self, key, num_draws: int = 1000, num_chains: int = 1,
+                 unravel_fn: Optional[Callable] = None, constrain_fn: Optional[Callable] = None,
+                 name: str = "x"):
+        """ArviZ data with a ``posterior`` group of i.i.d. draws from this Gaussian.
+
+        Args:
+          key: JAX key for the draws.
+          num_draws, num_chains: the (chain, draw) shape of the posterior group.
+          unravel_fn: maps a flat (d,) vector back to the model's pytree (the third output of
+            ``jax.flatten_util.ravel_pytree``, or of :func:`vi.ravel_logdensity`).
+          constrain_fn: maps an (unravelled) unconstrained position to constrained sites
+            (``samplers.numpyro.logdensity``'s third output); applied after ``unravel_fn``.
+          name: variable name for a bare array position.
+        """
+        from samplers.trace import from_dict, named_leaves
+
+        x = self.sample(key, int(num_draws) * int(num_chains))
+        tree = x
+        if unravel_fn is not None:
+            tree = jax.vmap(unravel_fn)(x)
+        if constrain_fn is not None:
+            tree = jax.vmap(constrain_fn)(tree)
+        tree = jax.tree.map(lambda a: a.reshape((num_chains, num_draws) + a.shape[1:]), tree)
+        return from_dict({"posterior": named_leaves(tree, name)})
+
+
+@functools.partial(jax.jit, static_argnums=3)
+def _sample(key, mean, scale, n):
+    u = jax.random.normal(key, (n, mean.shape[-1]), mean.dtype)
+    return mean + u @ scale.T
+
+
+@jax.jit
+def _logpdf(mean, scale, x):
+    d = mean.shape[-1]
+    cov = scale @ scale.T
+    chol = jnp.linalg.cholesky(0.5 * (cov + cov.T))
+    diff = x - mean
+    flat = diff.reshape(-1, d)
+    z = solve_triangular(chol, flat.T, lower=True)
+    maha = jnp.sum(z**2, axis=0).reshape(diff.shape[:-1])
+    logdet = 2.0 * jnp.sum(jnp.log(jnp.diag(chol)))
+    return -0.5 * (maha + logdet + d * _LOG_2PI)
+
+
+@jax.jit
+def _entropy(scale):
+    logdet = jnp.linalg.slogdet(scale)[1] * 2.0
+    return 0.5 * (logdet + scale.shape[-1] * (1.0 + _LOG_2PI))
+
+
+def check_gaussian(name: str, q, dim: Optional[int] = None) -> None:
+    """Raise TypeError/ValueError unless ``q`` is a concrete, finite, nondegenerate Gaussian.
+
+    Checks: a :class:`Gaussian`; ``mean`` of shape (d,) (``d == dim`` when given); ``scale``
+    of shape (d, d); finite entries; ``scale @ scale.T`` symmetric positive definite (the
+    smallest singular value of ``scale`` above d * eps(dtype) times the largest).
+    Tracers (under jit) are skipped.
+    """
+    if not isinstance(q, Gaussian):
+        raise TypeError(f"{name} must be a vi.Gaussian (e.g. vi.Gaussian.standard(d) or "
+                        f"vi.Gaussian.from_cov(mean, cov)), got {type(q).__name__}")
+    if isinstance(q.mean, jax.core.Tracer) or isinstance(q.scale, jax.core.Tracer):
+        return
+    m, s = np.asarray(q.mean), np.asarray(q.scale)
+    if m.ndim != 1:
+        raise ValueError(f"{name}.mean must have shape (d,), got {m.shape}")
+    d = m.size
+    if dim is not None and d != dim:
+        raise ValueError(f"{name} has dimension {d}, but the target has dimension {dim}")
+    if s.shape != (d, d):
+        raise ValueError(f"{name}.scale must have shape ({d}, {d}), got {s.shape}")
+    if not (np.all(np.isfinite(m)) and np.all(np.isfinite(s))):
+        raise ValueError(f"{name} must be finite, got non-finite entries in mean or scale")
+    sv = np.linalg.svd(s.astype(np.float64), compute_uv=False)
+    eps = np.finfo(s.dtype).eps if np.issubdtype(s.dtype, np.floating) else np.finfo(float).eps
+    if not sv.min() > d * eps * sv.max():
+        raise ValueError(f"{name}'s covariance must be symmetric positive definite, got "
+                         f"smallest eigenvalue {sv.min() ** 2:.3g} (largest {sv.max() ** 2:.3g})")
