@@ -9,4 +9,5 @@ BENCHMARKS = {
     "langevin": "benchmarks.bench_langevin",
     "vi": "benchmarks.bench_vi",
     "sliced": "benchmarks.bench_sliced",
+    "federated": "benchmarks.bench_federated",
 }

@@ -94,15 +94,15 @@ def _grad_from_data(loglik_fn, logprior_fn, batch_size):
 
     def client_grad(x, data_c, size_c, p_c, key):
         n_max = tree_first_axis(data_c)
-        if batch_size is None:
-            idx, scale = jnp.arange(n_max), 1.0 / p_c
-            mask = idx < size_c
+        valid = jnp.arange(n_max) < size_c
+        if batch_size is None:  # all the client's points (padding masked out), no copy
+            batch, weight = data_c, valid / p_c
         else:  # a uniform batch among the client's own size_c points (top-k of uniforms)
-            u = jnp.where(jnp.arange(n_max) < size_c, jax.random.uniform(key, (n_max,)), -1.0)
+            u = jnp.where(valid, jax.random.uniform(key, (n_max,)), -1.0)
             idx = jax.lax.top_k(u, batch_size)[1]
-            scale, mask = size_c / (batch_size * p_c), jnp.ones(batch_size, bool)
-        batch = jax.tree.map(lambda d: d[idx], data_c)
-        lik = grad_lik(x, batch, scale * mask.astype(jnp.result_type(float)))
+            batch = jax.tree.map(lambda d: d[idx], data_c)
+            weight = jnp.full(batch_size, size_c / (batch_size * p_c))
+        lik = grad_lik(x, batch, weight.astype(jnp.result_type(float)))
         return jax.tree.map(jnp.add, grad_prior(x), lik)
 
     return client_grad
@@ -145,14 +145,19 @@ def _client_round(spec: _Spec, x, eta, shared_key, data_c, size_c, p_c, key_c):
     sd_shared = jnp.sqrt(2.0 * eta * spec.temperature) * spec.rho
     sd_own = jnp.sqrt(2.0 * eta * spec.temperature * (1.0 - spec.rho ** 2) / p_c)
     key_noise, key_batch = jax.random.split(key_c)
-    noise = (_stacked_normal(shared_key, x, spec.local_steps),
-             _stacked_normal(key_noise, x, spec.local_steps),
+    none = jax.tree.map(lambda leaf: jnp.zeros((spec.local_steps, 0)), x)  # an unused noise
+    noise = (_stacked_normal(shared_key, x, spec.local_steps) if spec.rho > 0 else none,
+             _stacked_normal(key_noise, x, spec.local_steps) if spec.rho < 1 else none,
              jax.random.split(key_batch, spec.local_steps))
 
     def local_step(x, inputs):
         xi, xi_c, key = inputs
         g = spec.client_grad(x, data_c, size_c, p_c, key)
-        x = jax.tree.map(lambda u, gu, a, b: u + eta * gu + sd_shared * a + sd_own * b, x, g, xi, xi_c)
+        x = jax.tree.map(lambda u, gu: u + eta * gu, x, g)
+        if spec.rho > 0:  # the shared noise (none for independent noise)
+            x = jax.tree.map(lambda u, a: u + sd_shared * a, x, xi)
+        if spec.rho < 1:  # the client's own noise (none for correlated noise)
+            x = jax.tree.map(lambda u, b: u + sd_own * b, x, xi_c)
         return x, None
 
     x, _ = jax.lax.scan(local_step, x, noise)
@@ -199,10 +204,9 @@ class _Round:
                 in_specs=(PartitionSpec(), PartitionSpec(), PartitionSpec()) + (sharded_args,) * 5,
                 out_specs=PartitionSpec(), check_vma=False,
             )(state.position, eta, shared_key, *args)
-        reports = (num_clients if spec.participation is None
-                   else spec.participation.num_reporting)
+        reports = jnp.sum(w > 0)  # distinct reporting clients (a duplicate reports once)
         size = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(state.position))
-        info = FALDInfo(eta, jnp.asarray(reports), jnp.asarray(2 * reports * size))
+        info = FALDInfo(eta, reports, 2 * size * reports)
         return FALDState(position, state.count + 1), info
 
 
@@ -331,8 +335,10 @@ def sharded(fed: Algorithm, mesh: Mesh) -> Algorithm:
     Each device runs its clients' local steps; the server average is one ``psum`` per
     round. The number of clients must be a multiple of the axis size. Given the same key,
     the draws equal the single-device run's up to float round-off (the order of the sum).
-    Works across hosts once ``jax.distributed.initialize`` has been called and ``mesh``
-    spans the global devices.
+    A mesh spanning several hosts (after ``jax.distributed.initialize``) uses the same code,
+    but that path is not tested yet, and each host then holds every client's data.
+    Under partial participation every client runs its local steps and the non-reporting
+    ones get weight 0 (N/S times the needed compute, the same law).
     """
     if not isinstance(getattr(fed, "step", None), _Round):
         raise TypeError(f"fed must be an algorithm made by samplers.fald, got {fed!r}")

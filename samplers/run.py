@@ -84,6 +84,13 @@ def _mark_nonfinite(first_bad, states, t):
     return jnp.where((first_bad < 0) & ~_finite(states), t, first_bad)
 
 
+@functools.partial(jax.jit, static_argnames=("num_chains",))
+def _chain_keys(key, num_chains):
+    """Independent per-chain keys, and the keys their ``init`` uses."""
+    chain_keys = jax.random.split(key, num_chains)
+    return chain_keys, jax.vmap(lambda k: jax.random.fold_in(k, 2**31 - 1))(chain_keys)
+
+
 @functools.partial(jax.jit, static_argnames=("algorithm",))
 def _init(algorithm, positions, keys):
     return jax.vmap(algorithm.init)(positions, keys)
@@ -125,21 +132,29 @@ def _sample(algorithm, states, first_bad, chain_keys, batches, step_size, first_
         return (states, first_bad), info
 
     def draw(carry, i):
-        steps = first_step + i * thin + jnp.arange(thin)
-        carry, infos = jax.lax.scan(one_step, carry, steps)
+        last = first_step + (i + 1) * thin - 1
+        if thin > 1:  # the thinned-out steps, then the kept one (no nested loop when thin = 1)
+            carry, _ = jax.lax.scan(lambda c, t: (one_step(c, t)[0], None), carry,
+                                    last - thin + 1 + jnp.arange(thin - 1))
+        carry, info = one_step(carry, last)
         states, _ = carry
-        record = {
-            "position": states.position,
-            "info": jax.tree.map(lambda x: x[-1], infos),
-            "lp": getattr(states, "logdensity", None),
-            "diverging": ~_finite(states),
-        }
         if every:
-            _maybe_report(run_id, steps[-1] + 1, every)
-        return carry, record
+            _maybe_report(run_id, last + 1, every)
+        return carry, (states.position, _draw_stats(info, states, step_size))
 
     (states, first_bad), records = jax.lax.scan(draw, (states, first_bad), jnp.arange(num_draws))
-    return states, first_bad, records
+    return states, first_bad, jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), records)
+
+
+def _draw_stats(info, states, step_size) -> dict:
+    """Statistics of one draw with ArviZ's names, one value per chain."""
+    stats = dict(getattr(info, "_asdict", dict)())
+    if getattr(states, "logdensity", None) is not None:
+        stats["lp"] = states.logdensity
+    stats["diverging"] = ~_finite(states)
+    if step_size is not None and "step_size" not in stats:
+        stats["step_size"] = step_size
+    return stats
 
 
 # ------------------------------------------------------------------------- checkpoints
@@ -231,27 +246,16 @@ def _initial_positions(initial_position, num_chains, chain_axis):
     return jax.tree.map(jnp.asarray, initial_position)
 
 
-def _stats(records, step_size, num_chains, num_draws) -> dict:
-    """Per-draw statistics with ArviZ's names, axes (chain, draw)."""
-    swap = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731
-    info = records["info"]
-    stats = {k: swap(v) for k, v in getattr(info, "_asdict", lambda: {})().items()}
-    if records["lp"] is not None:
-        stats["lp"] = swap(records["lp"])
-    stats["diverging"] = swap(records["diverging"])
-    if step_size is not None and "step_size" not in stats:
-        stats["step_size"] = jnp.broadcast_to(jnp.reshape(step_size, (-1, 1)), (num_chains, num_draws))
-    return stats
-
-
-def _trace(records, states, first_bad, step_size, num_chains) -> Trace:
-    num_draws = int(jax.tree.leaves(records["diverging"])[0].shape[0])
-    positions = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), records["position"])
-    return Trace(positions, _stats(records, step_size, num_chains, num_draws), states, first_bad)
-
-
 def _concat(chunks):
-    return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=0), *chunks)
+    """Join the (chain, draw, ...) records of consecutive chunks along the draw axis."""
+    if len(chunks) == 1:
+        return chunks[0]
+    return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=1), *chunks)
+
+
+def _trace(records, states, first_bad) -> Trace:
+    positions, stats = records
+    return Trace(positions, stats, states, first_bad)
 
 
 def run(
@@ -306,8 +310,7 @@ def run(
     if not 0.0 < target_acceptance < 1.0:
         raise ValueError(f"target_acceptance must be in (0, 1), got {target_acceptance!r}")
 
-    chain_keys = jax.random.split(key, num_chains)
-    init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 2**31 - 1))(chain_keys)
+    chain_keys, init_keys = _chain_keys(key, num_chains)
     positions = _initial_positions(initial_position, num_chains, chain_axis)
     states = _init(algorithm, positions, init_keys)
     lp0 = getattr(states, "logdensity", None)
@@ -336,11 +339,11 @@ def run(
             bar.close()
 
 
-def _check_finite(first_bad, records_so_far, states, step_size, num_chains, on_nonfinite):
+def _check_finite(first_bad, records_so_far, states, on_nonfinite):
     first_bad = np.asarray(first_bad)
     if on_nonfinite == "raise" and np.any(first_bad >= 0):
         chain = int(np.argmax(np.where(first_bad >= 0, -first_bad, -np.inf)))
-        trace = (_trace(_concat(records_so_far), states, first_bad, step_size, num_chains)
+        trace = (_trace(_concat(records_so_far), states, first_bad)
                  if records_so_far else None)
         raise NonFiniteError(
             f"chain {chain} turned non-finite (NaN or inf) at step {int(first_bad[chain])}; "
@@ -373,7 +376,7 @@ def _run(algorithm, states, chain_keys, positions, key, batches, step_size, num_
             states, step_size, first_bad = _warmup(
                 algorithm, states, chain_keys, batches, step_size, run_id,
                 num_warmup=num_warmup, target=target if adapt else None, every=every)
-            _check_finite(first_bad, [], states, step_size, num_chains, on_nonfinite)
+            _check_finite(first_bad, [], states, on_nonfinite)
         if checkpoint is not None:
             _save_checkpoint(checkpoint, fingerprint, 0, (states, first_bad, step_size), ())
 
@@ -383,8 +386,8 @@ def _run(algorithm, states, chain_keys, positions, key, batches, step_size, num_
                                             first_step=num_warmup + done * thin, num_draws=n)
         chunks.append(records)
         done += n
-        _check_finite(first_bad, chunks, states, step_size, num_chains, on_nonfinite)
+        _check_finite(first_bad, chunks, states, on_nonfinite)
         if checkpoint is not None:
             chunks = [_concat(chunks)]
             _save_checkpoint(checkpoint, fingerprint, done, (states, first_bad, step_size), chunks[0])
-    return _trace(_concat(chunks), states, first_bad, step_size, num_chains)
+    return _trace(_concat(chunks), states, first_bad)

@@ -40,13 +40,20 @@ def test_eight_schools_example_runs_and_writes_its_trace_plot(tmp_path):
         assert site in summary, summary
 
 
+def test_federated_example_runs_and_writes_its_plot(tmp_path):
+    result = _run([str(ROOT / "examples" / "federated_logistic.py"), "--out", str(tmp_path),
+                   "--rounds", "200", "--burn-in", "50"], timeout=EXAMPLE_LIMIT_S)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "federated_logistic.png").stat().st_size > 0
+
+
 def test_docs_build_strict(tmp_path):
     pytest.importorskip("mkdocs")
     site = tmp_path / "site"
     result = _run(["-m", "mkdocs", "build", "--strict", "--config-file", str(ROOT / "mkdocs.yml"),
                    "--site-dir", str(site)], timeout=300)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    for page in ("index.html", "getting-started/index.html", "langevin/index.html", "vi/index.html",
+    for page in ("index.html", "getting-started/index.html", "langevin/index.html", "vi/index.html", "federated/index.html",
                  "sliced/index.html",
                  "api/index.html", "benchmarks/index.html"):
         assert (site / page).exists(), page

@@ -90,7 +90,8 @@ SHARDED_SCRIPT = textwrap.dedent("""
     loglik = lambda w, d: d[1] * jnp.dot(d[0], w) - jnp.logaddexp(0.0, jnp.dot(d[0], w))
     prior = lambda w: -0.5 * jnp.sum(w ** 2)
     mesh = jax.make_mesh((8,), ("clients",))
-    for participation in (None, federated.scheme_i(5)):
+    # partial participation with minibatches: the widest path (full participation is w = p)
+    for participation in (federated.scheme_i(5),):
         fed = samplers.fald((X, y), 3, 0.01, loglik_fn=loglik, logprior_fn=prior,
                             participation=participation, batch_size=4)
         a = samplers.run(fed, jax.random.key(0), jnp.zeros(2), 30, num_chains=2)
