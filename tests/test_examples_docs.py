@@ -47,6 +47,13 @@ def test_federated_example_runs_and_writes_its_plot(tmp_path):
     assert (tmp_path / "federated_logistic.png").stat().st_size > 0
 
 
+def test_sliced_flow_example_runs_and_writes_its_plot(tmp_path):
+    result = _run([str(ROOT / "examples" / "sliced_flow.py"), "--out", str(tmp_path),
+                   "--points", "200", "--steps", "30"], timeout=EXAMPLE_LIMIT_S)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "sliced_flow.png").stat().st_size > 0
+
+
 def test_docs_build_strict(tmp_path):
     pytest.importorskip("mkdocs")
     site = tmp_path / "site"
