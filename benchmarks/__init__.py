@@ -10,4 +10,5 @@ BENCHMARKS = {
     "vi": "benchmarks.bench_vi",
     "sliced": "benchmarks.bench_sliced",
     "federated": "benchmarks.bench_federated",
+    "diffusion": "benchmarks.bench_diffusion",
 }

@@ -1,3 +1,20 @@
 """Score-based diffusion samplers and probability-flow ODE solvers.
 
-Filled in by the diffusion work; builds on :mod:`samplers`."""
+Forward SDEs (:mod:`diffusion.sde`), exact and learned scores (:mod:`diffusion.scores`),
+PF-ODE and reverse-SDE solvers with time grids, the exact Gaussian flow and analytical
+teleportation (:mod:`diffusion.solvers`), and PF-ODE log-likelihoods
+(:mod:`diffusion.likelihood`), DSM training of a small MLP (:mod:`diffusion.training`,
+:mod:`diffusion.nets`) and the experiment runner (:mod:`diffusion.experiment`, imported on
+demand). Builds on :mod:`samplers`; ``samplers`` never imports this."""
+from . import nets, scores
+from .sde import SDE, VPSDE, SubVPSDE, VESDE
+from .solvers import (ODE_SOLVERS, SDE_SOLVERS, SOLVERS, TIME_GRIDS, check_score,
+                      gaussian_flow, nfe, sample, solve_ode, solve_sde, teleport, time_grid)
+from .likelihood import log_likelihood
+from .demo import demo_case
+from .training import learned_score, train_score
+
+__all__ = ["scores", "SDE", "VPSDE", "SubVPSDE", "VESDE", "ODE_SOLVERS", "SDE_SOLVERS",
+           "SOLVERS", "TIME_GRIDS", "check_score", "gaussian_flow", "nfe", "sample",
+           "solve_ode", "solve_sde", "teleport", "time_grid", "log_likelihood", "demo_case",
+           "nets", "train_score", "learned_score"]

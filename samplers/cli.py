@@ -129,6 +129,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p_demo.add_argument("--seed", type=int, default=0)
     p_demo.add_argument("--steps", type=int, default=20_000,
                         help="steps per chain (a multiple of 10)")
+    plugins = {entry.name: entry for entry in entry_points(group="samplers.commands")}
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in plugins:  # e.g. `samplers diffusion ...`, from the diffusion package
+        return int(plugins[argv[0]].load()(argv[1:]) or 0)
+    for name in plugins:
+        sub.add_parser(name, help=f"{name} experiments (see `samplers {name} --help`)")
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

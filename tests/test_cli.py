@@ -21,11 +21,17 @@ def test_demo_prints_a_table_and_writes_plots(tmp_path, capsys):
     methods = [r["method"] for r in rows]
     assert methods[:5] == ["ula", "mala", "underdamped (BAOAB)", "sgld", "fald (K=5)"]
     assert "fbgvi" in methods  # contributed by vi through the samplers.demos entry point
-    assert "sw flow (upper CV)" in methods
+    assert "sw flow (upper CV)" in methods and len(methods) == 8  # + the diffusion row
     for row in rows:
         assert row["method"] in out and row["w2_error"] >= 0
     for row in rows[:5]:
         assert (tmp_path / row["plot"].split("/")[-1]).stat().st_size > 0 and row["min_ess"] > 0
+
+
+def test_diffusion_subcommand_comes_from_the_diffusion_package(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["diffusion", "--help"])
+    assert exit_.value.code == 0 and "--solvers" in capsys.readouterr().out
 
 
 def test_bad_demo_arguments_are_named():

@@ -1,0 +1,111 @@
+"""Log-likelihood through the probability-flow ODE (Song et al. 2021, Sec. 4.3 and App. D.2;
+Chen et al. 2018, "Neural ODEs", instantaneous change of variables):
+
+    log p_{t_min}(x) = log p_{t_max}(x_{t_max}) + int_{t_min}^{t_max} div v(x_t, t) dt,
+
+with v the PF-ODE velocity, x_t the ODE solution started at x_{t_min} = x, and the prior
+N(0, prior_std^2 I) standing in for p_{t_max}. The divergence is the exact trace of the
+Jacobian (``method="exact"``, d forward-mode passes: small d) or Hutchinson's estimator
+z^T (dv/dx) z with Rademacher z held fixed along the path (``method="hutchinson"``;
+Grathwohl et al. 2019, FFJORD), unbiased for the divergence.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from .solvers import _check_num_steps, _check_positions, _check_sde, _check_times, _grid_time
+from .solvers import check_score
+
+__all__ = ["log_likelihood"]
+
+_METHODS = ("exact", "hutchinson")
+
+
+@functools.partial(jax.jit, static_argnames=("sde", "score", "method", "num_probes", "grid",
+                                             "prior_logp"))
+def _loglik(x, key, t_min, t_max, num_steps, *, sde, score, method, num_probes, grid,
+            prior_logp):
+    dtype = x.dtype
+    t_min, t_max = jnp.asarray(t_min, dtype), jnp.asarray(t_max, dtype)
+
+    def vel(y, t):  # one point
+        return sde.pf_ode_drift(y, t, score(y, t))
+
+    if method == "exact":
+        def div(y, t, z):
+            return jnp.trace(jax.jacfwd(vel)(y, t))
+        probes = jnp.zeros((x.shape[0], 0, x.shape[1]), dtype)
+    else:
+        probes = jax.random.rademacher(key, (x.shape[0], num_probes, x.shape[1]), dtype)
+
+        def div(y, t, z):
+            jz = jax.vmap(lambda zz: jax.jvp(lambda yy: vel(yy, t), (y,), (zz,))[1])(z)
+            return jnp.mean(jnp.sum(z * jz, -1))
+
+    def f(y, t, z):
+        return vel(y, t), div(y, t, z)
+
+    fb = jax.vmap(f, (0, None, 0))
+
+    # RK4 tableau (nodes c, weights b); the stages run in a scan so that the (costly to
+    # compile) velocity-and-divergence appears once in the program
+    c_nodes = jnp.asarray([0.0, 0.5, 0.5, 1.0], dtype)
+    b_weights = jnp.asarray([1.0, 2.0, 2.0, 1.0], dtype) / 6.0
+
+    def body(i, state):  # RK4 on the augmented state (x, accumulated divergence), t increasing
+        y, acc = state
+        s = _grid_time(sde, grid, None, t_min, t_max, num_steps, i).astype(dtype)
+        t = _grid_time(sde, grid, None, t_min, t_max, num_steps, i + 1).astype(dtype)
+        dt = t - s
+
+        def stage(carry, cb):
+            k_prev, dy, dacc = carry
+            c, b = cb
+            k, d = fb(y + c * dt * k_prev, s + c * dt, probes)
+            return (k, dy + b * dt * k, dacc + b * dt * d), None
+
+        zero = jnp.zeros_like(y)
+        (_, dy, dacc), _ = jax.lax.scan(stage, (zero, zero, jnp.zeros_like(acc)),
+                                        (c_nodes, b_weights))
+        return y + dy, acc + dacc
+
+    y, acc = jax.lax.fori_loop(0, num_steps, body, (x, jnp.zeros(x.shape[0], dtype)))
+    prior = sde.prior_logp(y) if prior_logp is None else jax.vmap(prior_logp)(y)
+    return prior + acc
+
+
+def log_likelihood(x, sde, score, *, method: str = "exact", key=None, num_probes: int = 1,
+                   num_steps: int = 100, time_grid: str = "logsnr", t_min=None, t_max=None,
+                   prior_logp=None):
+    """log p_{t_min}(x) for a batch ``x`` (n, d) by the PF-ODE change of variables, integrated
+    with ``num_steps`` RK4 steps from ``t_min`` up to ``t_max`` on a "logsnr" (default) or
+    "uniform" grid. ``method``: "exact" (Jacobian trace) or "hutchinson" (needs ``key``;
+    ``num_probes`` Rademacher probes per point). Returns (n,). The result includes the error of
+    replacing p_{t_max} by the prior N(0, prior_std^2 I); for VP linear at t_max = 1 that is
+    O(alpha_1 |mean| |x_T|) with alpha_1 ~ 6.7e-3 (measured 8e-3 for a unit-scale Gaussian), not
+    O(alpha_1^2). Pass ``prior_logp(y)`` (one point -> scalar), the log-density of p_{t_max},
+    to remove it."""
+    _check_sde(sde)
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {', '.join(_METHODS)}; got {method!r}")
+    if time_grid not in ("uniform", "logsnr"):
+        raise ValueError(f"time_grid must be 'uniform' or 'logsnr', got {time_grid!r}")
+    _check_num_steps(num_steps)
+    if method == "hutchinson":
+        if key is None:
+            raise ValueError("key must be given for method='hutchinson'")
+        _check_num_steps(num_probes)
+    else:
+        key = jax.random.key(0)
+    t_min, t_max = _check_times(sde, t_min, t_max)
+    x = _check_positions("x", x)
+    check_score(score, x.shape[1], x.dtype)
+    # _grid_time with (t_max, t_min) swapped walks from t_min up to t_max
+    if prior_logp is not None and not callable(prior_logp):
+        raise TypeError(f"prior_logp must be a callable prior_logp(y) -> scalar, got {prior_logp!r}")
+    return _loglik(x, key, t_min, t_max, jnp.asarray(num_steps, jnp.int32), sde=sde, score=score,
+                   method=method, num_probes=int(num_probes), grid=time_grid,
+                   prior_logp=prior_logp)

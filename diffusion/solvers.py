@@ -1,0 +1,484 @@
+"""Probability-flow ODE and reverse-SDE samplers, time grids, the exact Gaussian flow map and
+analytical teleportation.
+
+Conventions. A score is ``score(x, t)`` for one point ``x`` of shape (d,) and a scalar ``t``;
+positions are batches of shape (n, d). Integration runs from ``t_max`` down to ``t_min``
+over ``num_steps`` grid intervals; ``num_steps`` counts steps, not score evaluations: the
+number of function evaluations is ``nfe(solver, num_steps)`` (Heun 2, RK4 4, DPM-Solver-2 2,
+DPM-Solver-3 3 per step, the others 1). Note that the reference DPM-Solver code uses
+``steps`` for NFE.
+
+The probability-flow ODE (Song et al. 2021, eq. 13) is dx/dt = f(t) x - g(t)^2/2 score(x, t).
+Exponential integrators write it in the half log-SNR lambda (Lu et al. 2022, eq. 3.4):
+x_t = (alpha_t/alpha_s) x_s - alpha_t int_{lambda_s}^{lambda_t} e^{-lambda} eps(x_lambda) dlambda.
+
+The step loop is a ``lax.fori_loop`` whose trip count is a traced integer and whose grid is
+computed inside the loop, so one compilation serves every ``num_steps`` (reverse-mode
+differentiation through the solver is therefore not supported; forward mode is).
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .sde import SDE, VESDE, VPSDE
+from .scores import gaussian_data
+
+__all__ = ["ODE_SOLVERS", "SDE_SOLVERS", "SOLVERS", "TIME_GRIDS", "nfe", "time_grid",
+           "solve_ode", "solve_sde", "sample", "gaussian_flow", "teleport", "check_score"]
+
+# name -> (score evaluations per step, default grid, stochastic?)
+_SPEC = {
+    "euler": (1, "uniform", False),
+    "heun": (2, "uniform", False),
+    "rk4": (4, "uniform", False),
+    "ddim": (1, "logsnr", False),
+    "dpm_solver_1": (1, "logsnr", False),
+    "dpm_solver_2": (2, "logsnr", False),
+    "dpm_solver_3": (3, "logsnr", False),
+    "dpm_solver_pp_2m": (1, "logsnr", False),
+    "li_accelerated": (1, "logsnr", False),
+    "euler_maruyama": (1, "uniform", True),
+    "ddpm": (1, "uniform", True),
+    "li_accelerated_sde": (1, "uniform", True),
+    "pc": (2, "uniform", True),
+}
+PC_SNR = 0.16  # score_sde's configs for the Langevin corrector
+ODE_SOLVERS = tuple(k for k, v in _SPEC.items() if not v[2])
+SDE_SOLVERS = tuple(k for k, v in _SPEC.items() if v[2])
+SOLVERS = ODE_SOLVERS + SDE_SOLVERS
+TIME_GRIDS = ("uniform", "logsnr", "karras")
+KARRAS_RHO = 7.0
+
+
+def nfe(solver: str, num_steps: int) -> int:
+    """Number of score evaluations of ``num_steps`` steps of ``solver``."""
+    _check_solver(solver, SOLVERS)
+    return _SPEC[solver][0] * int(num_steps)
+
+
+# ----------------------------------------------------------------------------- validation
+
+def _check_solver(solver, valid):
+    if solver not in valid:
+        raise ValueError(f"solver must be one of {', '.join(valid)}; got {solver!r}")
+
+
+def _check_sde(sde):
+    if not isinstance(sde, SDE):
+        raise TypeError(f"sde must be a diffusion SDE (VPSDE, SubVPSDE, VESDE), got {sde!r}")
+
+
+def _check_num_steps(num_steps):
+    if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)):
+        raise TypeError(f"num_steps must be an integer >= 1, got {num_steps!r}")
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be an integer >= 1, got {num_steps!r}")
+
+
+def _check_times(sde, t_min, t_max):
+    t_min = sde.t_min if t_min is None else float(t_min)
+    t_max = sde.t_max if t_max is None else float(t_max)
+    if not (math.isfinite(t_min) and math.isfinite(t_max)):
+        raise ValueError(f"t_min and t_max must be finite, got t_min={t_min!r}, t_max={t_max!r}")
+    if t_min >= t_max:
+        raise ValueError(f"t_min must be < t_max, got t_min={t_min!r} >= t_max={t_max!r}")
+    lo = 0.0 if isinstance(sde, VESDE) else None
+    if lo is None and t_min <= 0:
+        raise ValueError(f"t_min must be > 0 for {type(sde).__name__} (the log-SNR is infinite "
+                         f"at t = 0), got t_min={t_min!r}")
+    if lo is not None and t_min < lo:
+        raise ValueError(f"t_min must be >= 0, got t_min={t_min!r}")
+    if isinstance(sde, VPSDE) and sde.schedule == "cosine" and t_max >= 1.0:
+        raise ValueError(f"t_max must be < 1 for the cosine schedule, got t_max={t_max!r}")
+    return t_min, t_max
+
+
+def check_score(score: Callable, dim: int, dtype=jnp.float32) -> None:
+    """Raise TypeError unless ``score(x, t)`` maps one point (dim,) and a scalar t to (dim,)
+    (checked on shapes only, with ``jax.eval_shape``)."""
+    if not callable(score):
+        raise TypeError(f"score must be a callable score(x, t), got {score!r}")
+    try:
+        out = jax.eval_shape(score, jax.ShapeDtypeStruct((dim,), dtype),
+                             jax.ShapeDtypeStruct((), dtype))
+    except Exception as err:  # noqa: BLE001 - re-raised with context
+        raise TypeError(f"score(x, t) failed on x of shape ({dim},) and scalar t: {err}") from err
+    shape = getattr(out, "shape", None)
+    if shape != (dim,):
+        raise TypeError(f"score must return an array of shape ({dim},) for x of shape ({dim},) "
+                        f"(one point; the solvers vmap over points), got {shape}")
+
+
+def _check_positions(name, x):
+    x = jnp.asarray(x)
+    if x.ndim != 2:
+        raise ValueError(f"{name} must have shape (num_points, d), got shape {x.shape}")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        x = x.astype(jnp.zeros(()).dtype)
+    return x
+
+
+def _resolve_grid(solver, time_grid):
+    if time_grid is None:
+        return _SPEC[solver][1], None
+    if isinstance(time_grid, str):
+        if time_grid not in TIME_GRIDS:
+            raise ValueError(f"time_grid must be one of {', '.join(TIME_GRIDS)} or an array of "
+                             f"decreasing times; got {time_grid!r}")
+        return time_grid, None
+    ts = np.asarray(time_grid, dtype=np.float64)
+    if ts.ndim != 1 or ts.shape[0] < 2 or not np.all(np.diff(ts) < 0):
+        raise ValueError("time_grid given as an array must be 1-d, of length >= 2 and strictly "
+                         f"decreasing, got {time_grid!r}")
+    return "custom", ts
+
+
+# ------------------------------------------------------------------------------ time grids
+
+def _grid_time(sde, grid, ts, t_max, t_min, num_steps, i):
+    """Time of grid point i (0 <= i <= num_steps), from t_max (i = 0) down to t_min."""
+    if grid == "custom":
+        return ts[i]
+    u = i / num_steps
+    if grid == "uniform":
+        t = t_max + u * (t_min - t_max)
+    elif grid == "logsnr":
+        lmax, lmin = sde.log_snr(t_max), sde.log_snr(t_min)
+        t = sde.t_of_log_snr(lmax + u * (lmin - lmax))
+    elif grid == "karras":  # Karras et al. 2022 eq. 5, in the EDM noise level sigma/alpha
+        hi = jnp.exp(-sde.log_snr(t_max) / KARRAS_RHO)
+        lo = jnp.exp(-sde.log_snr(t_min) / KARRAS_RHO)
+        t = sde.t_of_log_snr(-KARRAS_RHO * jnp.log(hi + u * (lo - hi)))
+    else:  # pragma: no cover - validated before
+        raise ValueError(grid)
+    return jnp.where(i == 0, t_max, jnp.where(i == num_steps, t_min, t))
+
+
+def time_grid(sde, num_steps: int, kind: str = "uniform", *, t_min=None, t_max=None):
+    """The ``num_steps + 1`` grid times from t_max down to t_min: ``"uniform"`` in t,
+    ``"logsnr"`` uniform in lambda_t (Lu et al. 2022, Sec. 3.3), ``"karras"``
+    (Karras et al. 2022, eq. 5, rho = 7, in the noise level exp(-lambda_t))."""
+    _check_sde(sde)
+    _check_num_steps(num_steps)
+    t_min, t_max = _check_times(sde, t_min, t_max)
+    if kind not in TIME_GRIDS:
+        raise ValueError(f"kind must be one of {', '.join(TIME_GRIDS)}; got {kind!r}")
+    i = jnp.arange(num_steps + 1)
+    return _grid_time(sde, kind, None, t_max, t_min, num_steps, i)
+
+
+# --------------------------------------------------------------------------------- steps
+
+class _Ctx(NamedTuple):
+    sde: object
+    score: Callable  # batched: (n, d), scalar -> (n, d)
+
+
+def _eps(c, x, t):
+    return -c.sde.sigma(t) * c.score(x, t)
+
+
+def _vel(c, x, t):
+    return c.sde.pf_ode_drift(x, t, c.score(x, t))
+
+
+def _euler(c, x, s, t, carry, first, key):
+    return x + (t - s) * _vel(c, x, s), carry
+
+
+def _heun(c, x, s, t, carry, first, key):
+    k1 = _vel(c, x, s)
+    k2 = _vel(c, x + (t - s) * k1, t)
+    return x + 0.5 * (t - s) * (k1 + k2), carry
+
+
+def _rk4(c, x, s, t, carry, first, key):
+    dt = t - s
+    m = s + 0.5 * dt
+    k1 = _vel(c, x, s)
+    k2 = _vel(c, x + 0.5 * dt * k1, m)
+    k3 = _vel(c, x + 0.5 * dt * k2, m)
+    k4 = _vel(c, x + dt * k3, t)
+    return x + dt / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4), carry
+
+
+def _ddim(c, x, s, t, carry, first, key):
+    """DDIM = DPM-Solver-1 (Lu et al. 2022, eq. 3.7): x_t = (a_t/a_s) x - s_t (e^h - 1) eps."""
+    sde = c.sde
+    h = sde.log_snr(t) - sde.log_snr(s)
+    x_t = sde.alpha(t) / sde.alpha(s) * x - sde.sigma(t) * jnp.expm1(h) * _eps(c, x, s)
+    return x_t, carry
+
+
+def _dpm2(c, x, s, t, carry, first, key):
+    """DPM-Solver-2 (Lu et al. 2022, Algorithm 1, r1 = 1/2)."""
+    sde = c.sde
+    ls = sde.log_snr(s)
+    h = sde.log_snr(t) - ls
+    s1 = sde.t_of_log_snr(ls + 0.5 * h)
+    a_s = sde.alpha(s)
+    eps_s = _eps(c, x, s)
+    u = sde.alpha(s1) / a_s * x - sde.sigma(s1) * jnp.expm1(0.5 * h) * eps_s
+    x_t = sde.alpha(t) / a_s * x - sde.sigma(t) * jnp.expm1(h) * _eps(c, u, s1)
+    return x_t, carry
+
+
+def _dpm3(c, x, s, t, carry, first, key):
+    """DPM-Solver-3 (Lu et al. 2022, Algorithm 2, r1 = 1/3, r2 = 2/3)."""
+    sde = c.sde
+    r1, r2 = 1.0 / 3.0, 2.0 / 3.0
+    ls = sde.log_snr(s)
+    h = sde.log_snr(t) - ls
+    s1 = sde.t_of_log_snr(ls + r1 * h)
+    s2 = sde.t_of_log_snr(ls + r2 * h)
+    a_s = sde.alpha(s)
+    eps_s = _eps(c, x, s)
+    u1 = sde.alpha(s1) / a_s * x - sde.sigma(s1) * jnp.expm1(r1 * h) * eps_s
+    d1 = _eps(c, u1, s1) - eps_s
+    e2 = jnp.expm1(r2 * h)
+    u2 = (sde.alpha(s2) / a_s * x - sde.sigma(s2) * e2 * eps_s
+          - sde.sigma(s2) * (r2 / r1) * (e2 / (r2 * h) - 1.0) * d1)
+    d2 = _eps(c, u2, s2) - eps_s
+    e = jnp.expm1(h)
+    x_t = (sde.alpha(t) / a_s * x - sde.sigma(t) * e * eps_s
+           - sde.sigma(t) / r2 * (e / h - 1.0) * d2)
+    return x_t, carry
+
+
+def _dpmpp2m(c, x, s, t, carry, first, key):
+    """DPM-Solver++(2M) (Lu et al. 2022b, "DPM-Solver++", Algorithm 2): multistep, data
+    prediction D = (x - sigma eps)/alpha, x_t = (s_t/s_s) x - a_t (e^{-h} - 1) Dbar."""
+    sde = c.sde
+    d_prev, h_prev = carry
+    h = sde.log_snr(t) - sde.log_snr(s)
+    sig_s = sde.sigma(s)
+    d_s = (x - sig_s * _eps(c, x, s)) / sde.alpha(s)
+    r = h_prev / h
+    dbar = jnp.where(first, d_s, (1.0 + 0.5 / r) * d_s - (0.5 / r) * d_prev)
+    x_t = sde.sigma(t) / sig_s * x - sde.alpha(t) * jnp.expm1(-h) * dbar
+    return x_t, (d_s, h)
+
+
+def _li_ode(c, x, s, t, carry, first, key):
+    """Accelerated deterministic sampler of Li, Huang, Efimov, Wei, Chi & Chen (ICML 2024,
+    arXiv 2403.03852), in the two-step form of the authors' code: DDIM plus the exact integral,
+    in the DDIM variable sb = sigma/alpha = e^{-lambda}, of eps interpolated linearly in
+    w = 1/(1 + sb^2) (= abar for VP) through the last two evaluations:
+    x_t = DDIM(x_s) + a_t / (w_s - w_p) [w_s (sb_t - sb_s) - (atan sb_t - atan sb_s)]
+    (eps_p - eps_s); plain DDIM on the first step. 1 NFE per step."""
+    sde = c.sde
+    eps_p, sb_p = carry
+    ls, lt = sde.log_snr(s), sde.log_snr(t)
+    eps_s = _eps(c, x, s)
+    a_t = sde.alpha(t)
+    x_t = a_t / sde.alpha(s) * x - sde.sigma(t) * jnp.expm1(lt - ls) * eps_s
+    sb_s, sb_t = jnp.exp(-ls), jnp.exp(-lt)
+    w_s = 1.0 / (1.0 + sb_s ** 2)
+    dw = (sb_p ** 2 - sb_s ** 2) / ((1.0 + sb_s ** 2) * (1.0 + sb_p ** 2))  # w_s - w_p
+    bracket = w_s * (sb_t - sb_s) - (jnp.arctan(sb_t) - jnp.arctan(sb_s))
+    corr = a_t * bracket / jnp.where(first, 1.0, dw) * (eps_p - eps_s)
+    return x_t + jnp.where(first, 0.0, 1.0) * corr, (eps_s, sb_s)
+
+
+def _euler_maruyama(c, x, s, t, carry, first, key):
+    """Euler-Maruyama on the reverse SDE dx = [f x - g^2 score] dt + g dW (Song et al. eq. 6)."""
+    sde = c.sde
+    dt = s - t
+    drift = sde.drift_coef(s) * x - sde.g2(s) * c.score(x, s)
+    noise = jax.random.normal(key, x.shape, x.dtype)
+    return x - dt * drift + jnp.sqrt(sde.g2(s) * dt) * noise, carry
+
+
+def _ddpm(c, x, s, t, carry, first, key):
+    """DDPM ancestral step (Ho et al. 2020, eq. 7) for a general Gaussian transition: draw from
+    q(x_t | x_s, x_0 = D(x_s)) with the Tweedie denoiser D = (x + sigma_s^2 score)/alpha_s."""
+    sde = c.sde
+    a_s, a_t, sig_s, sig_t = sde.alpha(s), sde.alpha(t), sde.sigma(s), sde.sigma(t)
+    a_ts = a_s / a_t
+    var_ts = sig_s ** 2 - a_ts ** 2 * sig_t ** 2
+    x0 = (x + sig_s ** 2 * c.score(x, s)) / a_s
+    mean = a_ts * sig_t ** 2 / sig_s ** 2 * x + a_t * var_ts / sig_s ** 2 * x0
+    std = jnp.sqrt(jnp.maximum(var_ts, 0.0)) * sig_t / sig_s
+    return mean + std * jax.random.normal(key, x.shape, x.dtype), carry
+
+
+def _li_sde(c, x, s, t, carry, first, key):
+    """Accelerated stochastic sampler of Li et al. (ICML 2024; the README of the authors'
+    repository): with a = abar_s / abar_t,
+    Y+ = Y + sqrt((1-a)/2) Z+,  Y_t = (Y+ + (1-a) score(Y+, s)) / sqrt(a) + sqrt((1-a)/2) Z."""
+    sde = c.sde
+    a = (sde.alpha(s) / sde.alpha(t)) ** 2
+    k1, k2 = jax.random.split(key)
+    std = jnp.sqrt(0.5 * (1.0 - a))
+    y = x + std * jax.random.normal(k1, x.shape, x.dtype)
+    y = (y + (1.0 - a) * c.score(y, s)) / jnp.sqrt(a)
+    return y + std * jax.random.normal(k2, x.shape, x.dtype), carry
+
+
+def _pc(c, x, s, t, carry, first, key):
+    """Predictor-corrector (Song et al. 2021, Algorithm 5 for VP, 4 for VE): a DDPM ancestral
+    predictor step s -> t, then one Langevin corrector step at t,
+    x <- x + e score(x, t) + sqrt(2 e) z with e = 2 a (snr |z| / |score|)^2, norms averaged
+    over the batch as in the authors' code, a = alpha_s^2 / alpha_t^2 (the discrete alpha_i;
+    1 for VE) and snr = PC_SNR = 0.16."""
+    k_pred, k_corr = jax.random.split(key)
+    x, carry = _ddpm(c, x, s, t, carry, first, k_pred)
+    g = c.score(x, t)
+    z = jax.random.normal(k_corr, x.shape, x.dtype)
+    ratio = (jnp.mean(jnp.linalg.norm(z, axis=-1)) / jnp.mean(jnp.linalg.norm(g, axis=-1))) ** 2
+    e = 2.0 * (c.sde.alpha(s) / c.sde.alpha(t)) ** 2 * PC_SNR ** 2 * ratio
+    return x + e * g + jnp.sqrt(2.0 * e) * z, carry
+
+
+_STEPS = {"euler": _euler, "heun": _heun, "rk4": _rk4, "ddim": _ddim, "dpm_solver_1": _ddim,
+          "dpm_solver_2": _dpm2, "dpm_solver_3": _dpm3, "dpm_solver_pp_2m": _dpmpp2m,
+          "li_accelerated": _li_ode, "euler_maruyama": _euler_maruyama, "ddpm": _ddpm,
+          "li_accelerated_sde": _li_sde, "pc": _pc}
+
+
+def _init_carry(solver, x):
+    if solver == "dpm_solver_pp_2m":
+        return jnp.zeros_like(x), jnp.ones((), x.dtype)
+    if solver == "li_accelerated":
+        return jnp.zeros_like(x), jnp.zeros((), x.dtype)
+    return ()
+
+
+@functools.partial(jax.jit, static_argnames=("sde", "score", "solver", "grid"))
+def _integrate(x, key, ts, t_max, t_min, num_steps, *, sde, score, solver, grid):
+    dtype = x.dtype
+    t_max, t_min = jnp.asarray(t_max, dtype), jnp.asarray(t_min, dtype)
+    ctx = _Ctx(sde, jax.vmap(score, (0, None)))
+    step = _STEPS[solver]
+
+    def body(i, state):
+        x, carry = state
+        s = _grid_time(sde, grid, ts, t_max, t_min, num_steps, i).astype(dtype)
+        t = _grid_time(sde, grid, ts, t_max, t_min, num_steps, i + 1).astype(dtype)
+        k = jax.random.fold_in(key, i) if _SPEC[solver][2] else None  # keys for SDEs only
+        return step(ctx, x, s, t, carry, i == 0, k)
+
+    return jax.lax.fori_loop(0, num_steps, body, (x, _init_carry(solver, x)))[0]
+
+
+def _run(x_T, key, sde, score, solver, num_steps, time_grid, t_min, t_max, valid):
+    _check_sde(sde)
+    _check_solver(solver, valid)
+    grid, ts = _resolve_grid(solver, time_grid)
+    x_T = _check_positions("x_T", x_T)
+    if grid == "custom":
+        num_steps = ts.shape[0] - 1
+        t_min, t_max = _check_times(sde, ts[-1], ts[0])
+        ts = jnp.asarray(ts, x_T.dtype)
+    else:
+        _check_num_steps(num_steps)
+        t_min, t_max = _check_times(sde, t_min, t_max)
+        ts = jnp.zeros((0,), x_T.dtype)
+    if solver == "li_accelerated_sde" and not isinstance(sde, VPSDE):
+        raise ValueError(f"solver {solver!r} is defined for VPSDE only, got {type(sde).__name__}")
+    check_score(score, x_T.shape[1], x_T.dtype)
+    return _integrate(x_T, key, ts, t_max, t_min, jnp.asarray(num_steps, jnp.int32),
+                      sde=sde, score=score, solver=solver, grid=grid)
+
+
+def solve_ode(x_T, sde, score, *, solver: str = "dpm_solver_2", num_steps: int = 20,
+              time_grid=None, t_min: Optional[float] = None, t_max: Optional[float] = None):
+    """Integrate the probability-flow ODE (Song et al. 2021, eq. 13) from ``t_max`` down to
+    ``t_min`` (early stopping; defaults: the SDE's) for a batch ``x_T`` of shape (n, d).
+
+    Args:
+      solver: one of ``ODE_SOLVERS``: "euler", "heun", "rk4" (Runge-Kutta in t; orders 1, 2, 4),
+        "ddim" (= "dpm_solver_1"), "dpm_solver_2", "dpm_solver_3" (Lu et al. 2022; orders 1-3
+        in the log-SNR step), "dpm_solver_pp_2m" (Lu et al. 2022b; order 2, 1 NFE/step),
+        "li_accelerated" (Li et al. 2024; order 2, 1 NFE/step).
+      num_steps: grid intervals (not NFE; see :func:`nfe`).
+      time_grid: "uniform", "logsnr", "karras", or an array of strictly decreasing times
+        (then ``num_steps``, ``t_min``, ``t_max`` come from it). Default: "logsnr" for the
+        exponential integrators (they reach their order only there), "uniform" otherwise.
+    Returns the (n, d) positions at ``t_min``.
+    """
+    return _run(x_T, jax.random.key(0), sde, score, solver, num_steps, time_grid, t_min, t_max,
+                ODE_SOLVERS)
+
+
+def solve_sde(key, x_T, sde, score, *, solver: str = "ddpm", num_steps: int = 100,
+              time_grid=None, t_min=None, t_max=None):
+    """Reverse-SDE sampling (Song et al. 2021, eq. 6) from ``x_T`` (n, d) at ``t_max`` to
+    ``t_min``: "euler_maruyama", "ddpm" (ancestral; Ho et al. 2020), "li_accelerated_sde"
+    (Li et al. 2024, VPSDE only) or "pc" (DDPM predictor + Langevin corrector, 2 NFE per
+    step; Song et al. 2021). Step i uses the key ``fold_in(key, i)``."""
+    return _run(x_T, key, sde, score, solver, num_steps, time_grid, t_min, t_max, SDE_SOLVERS)
+
+
+def sample(key, sde, score, num_samples: int, *, solver: str = "dpm_solver_2",
+           num_steps: int = 20, time_grid=None, t_min=None, t_max=None, dim=None,
+           dtype=None):
+    """Draw ``num_samples`` points: x_T from the SDE's prior, then :func:`solve_ode` (ODE
+    solvers) or :func:`solve_sde` (SDE solvers). ``dim`` defaults to ``score.dim`` (set by the
+    exact scores). Returns (num_samples, dim)."""
+    _check_sde(sde)
+    _check_solver(solver, SOLVERS)
+    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) \
+            or num_samples < 1:
+        raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}")
+    dim = getattr(score, "dim", None) if dim is None else dim
+    if dim is None:
+        raise ValueError("dim must be given (the score does not carry its dimension)")
+    dtype = jnp.dtype(dtype or jnp.zeros(()).dtype)
+    grid, ts = _resolve_grid(solver, time_grid)
+    if grid == "custom":
+        num_steps = ts.shape[0] - 1
+        t_min, t_max = _check_times(sde, ts[-1], ts[0])
+    else:
+        _check_num_steps(num_steps)
+        t_min, t_max = _check_times(sde, t_min, t_max)
+    if solver == "li_accelerated_sde" and not isinstance(sde, VPSDE):
+        raise ValueError(f"solver {solver!r} is defined for VPSDE only, got {type(sde).__name__}")
+    check_score(score, int(dim), dtype)
+    ts = jnp.zeros((0,), dtype) if ts is None else jnp.asarray(ts, dtype)
+    return _sample(key, ts, t_max, t_min, jnp.asarray(num_steps, jnp.int32), sde=sde,
+                   score=score, solver=solver, grid=grid, shape=(int(num_samples), int(dim)),
+                   dtype=dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("sde", "score", "solver", "grid", "shape", "dtype"))
+def _sample(key, ts, t_max, t_min, num_steps, *, sde, score, solver, grid, shape, dtype):
+    k_prior, k_sde = jax.random.split(key)
+    x_T = sde.prior_sample(k_prior, shape, dtype)
+    return _integrate(x_T, k_sde, ts, t_max, t_min, num_steps, sde=sde, score=score,
+                      solver=solver, grid=grid)
+
+
+# ------------------------------------------------------------- exact flow and teleportation
+
+def gaussian_flow(x_s, sde, mean, cov, s, t):
+    """Exact PF-ODE flow map from time s to time t for data N(mean, cov) (any of the linear
+    SDEs): in cov's eigenbasis (eigenvalues l_k), each coordinate of x - alpha mu scales by
+    sqrt((alpha_t^2 l_k + sigma_t^2) / (alpha_s^2 l_k + sigma_s^2)) (Wang & Vastola 2024, eq. 6,
+    written for a general Gaussian transition). ``x_s``: (n, d) or (d,)."""
+    g = gaussian_data(mean, cov)
+    x_s = jnp.asarray(x_s)
+    dtype = x_s.dtype if jnp.issubdtype(x_s.dtype, jnp.floating) else jnp.zeros(()).dtype
+    mu, lam, u = (jnp.asarray(a, dtype) for a in g)
+    s, t = jnp.asarray(s, dtype), jnp.asarray(t, dtype)
+    v_s = sde.alpha(s) ** 2 * lam + sde.sigma(s) ** 2
+    v_t = sde.alpha(t) ** 2 * lam + sde.sigma(t) ** 2
+    z = (x_s - sde.alpha(s) * mu) @ u
+    return sde.alpha(t) * mu + (z * jnp.sqrt(v_t / v_s)) @ u.T
+
+
+def teleport(x_T, sde, mean, cov, t_skip, *, t_max=None):
+    """Analytical teleportation (Wang & Vastola 2024, Sec. 5): move ``x_T`` from ``t_max`` to
+    ``t_skip`` with the exact flow of the Gaussian N(mean, cov) fitted to the data (its mean and
+    covariance); then run a solver from ``t_skip`` (``solve_ode(..., t_max=t_skip)``)."""
+    _check_sde(sde)
+    t_max = sde.t_max if t_max is None else float(t_max)
+    if not t_skip < t_max:
+        raise ValueError(f"t_skip must be < t_max, got t_skip={t_skip!r}, t_max={t_max!r}")
+    return gaussian_flow(x_T, sde, mean, cov, t_max, t_skip)
