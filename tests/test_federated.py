@@ -111,6 +111,47 @@ def test_sharded_run_equals_the_single_device_run():
     assert result.returncode == 0 and "OK" in result.stdout, result.stdout + result.stderr[-3000:]
 
 
+MULTIHOST_WORKER = textwrap.dedent("""
+    import sys
+    import jax
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address="127.0.0.1:" + sys.argv[2], num_processes=2,
+                               process_id=int(sys.argv[1]))
+    import jax.numpy as jnp, numpy as np, samplers
+    from samplers import federated
+    assert jax.device_count() == 4 and jax.local_device_count() == 2
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(8, 6, 2)); y = (rng.uniform(size=(8, 6)) < 0.5).astype(float)
+    loglik = lambda w, d: d[1] * jnp.dot(d[0], w) - jnp.logaddexp(0.0, jnp.dot(d[0], w))
+    prior = lambda w: -0.5 * jnp.sum(w ** 2)
+    fed = samplers.fald((X, y), 3, 0.01, loglik_fn=loglik, logprior_fn=prior)
+    mesh = jax.make_mesh((4,), ("clients",))  # spans both processes
+    b = samplers.run(federated.sharded(fed, mesh), jax.random.key(0), jnp.zeros(2), 10, num_chains=2)
+    a = samplers.run(fed, jax.random.key(0), jnp.zeros(2), 10, num_chains=2)
+    diff = np.max(np.abs(np.asarray(a.positions) - np.asarray(b.positions)))
+    assert diff <= 1e-5 * np.max(np.abs(np.asarray(a.positions))), diff
+    print("OK", diff)
+""")
+
+
+@pytest.mark.slow
+def test_multi_host_run_equals_the_single_device_run():
+    """Two processes on 127.0.0.1 (jax.distributed, gloo CPU collectives), two devices each:
+    the same user code shards the clients over the four global devices."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    workers = [subprocess.Popen([sys.executable, "-c", MULTIHOST_WORKER, str(i), port], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for i in range(2)]
+    outputs = [w.communicate(timeout=300) for w in workers]
+    for worker, (out, err) in zip(workers, outputs):
+        assert worker.returncode == 0 and "OK" in out, out + err[-3000:]
+
+
 def test_bad_input_is_named():
     lps = [lambda x: -jnp.sum(x ** 2)] * 3
     with pytest.raises(ValueError, match=r"weights must be positive and sum to 1, got \[0.5, 0.2, 0.2\]"):
