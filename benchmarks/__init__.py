@@ -11,4 +11,5 @@ BENCHMARKS = {
     "sliced": "benchmarks.bench_sliced",
     "federated": "benchmarks.bench_federated",
     "diffusion": "benchmarks.bench_diffusion",
+    "stein": "benchmarks.bench_stein",
 }

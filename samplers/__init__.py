@@ -4,7 +4,7 @@ The functional API: an :class:`Algorithm` is ``init`` + ``step`` (pure functions
 keys); :func:`run` drives one for many steps and chains and returns a :class:`Trace`
 (``trace.to_arviz()``). NumPyro models plug in through :mod:`samplers.numpyro`.
 """
-from . import adaptation, data, diagnostics, federated, langevin, numpyro, sliced, targets
+from . import adaptation, data, diagnostics, federated, langevin, numpyro, sliced, stein, targets
 from .base import Algorithm, EmptyInfo
 from .federated import fald
 from .langevin import mala, minibatch_gradient, sgld, ula, underdamped
@@ -18,6 +18,6 @@ __all__ = [
     "Algorithm", "EmptyInfo", "NonFiniteError", "Trace", "adaptation", "data", "diagnostics",
     "fald", "federated",
     "langevin", "mala", "minibatch_gradient", "numpyro", "run", "sgld", "sliced",
-    "sliced_wasserstein", "sliced_wasserstein_estimate", "sliced_wasserstein_flow", "targets",
+    "sliced_wasserstein", "sliced_wasserstein_estimate", "sliced_wasserstein_flow", "stein", "targets",
     "ula", "underdamped",
 ]

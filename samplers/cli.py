@@ -77,9 +77,10 @@ def _plot(path, case: DemoCase, draws: np.ndarray, key) -> None:
 
 
 def demo(out: str = "samplers-demo", num_chains: int = 4, seed: int = 0,
-         num_steps: int = 20_000) -> list[dict]:
+         num_steps: int = 20_000, only: Optional[Sequence[str]] = None) -> list[dict]:
     """Run every sampler on its default target; print a table; write one plot per method.
 
+    ``only``: run just the rows whose method name starts with one of these (e.g. "mala").
     The error is the Wasserstein-2 distance between the Gaussian fitted to the draws (their
     mean and covariance) and the target's exact mean and covariance: it measures the
     sampler's bias (ULA, SGLD) plus Monte Carlo error.
@@ -94,7 +95,12 @@ def demo(out: str = "samplers-demo", num_chains: int = 4, seed: int = 0,
         print(f"{row['method']:<22}{row['target']:<28}{row['w2_error']:>10.4f}{ess}{row['seconds']:>10.2f}")
         rows.append(row)
 
+    def wanted(method):
+        return only is None or any(method.startswith(name) for name in only)
+
     for i, case in enumerate(demo_cases(key, num_steps)):
+        if not wanted(case.method):
+            continue
         k_run, k_plot = jax.random.split(jax.random.fold_in(key, i))
         batches = (None if case.batch_size is None
                    else minibatches(case.target.data, case.batch_size))
@@ -113,7 +119,8 @@ def demo(out: str = "samplers-demo", num_chains: int = 4, seed: int = 0,
         show({"method": case.method, "target": case.target.name, "w2_error": error,
               "min_ess": min_ess, "seconds": seconds, "plot": plot})
     for entry in entry_points(group="samplers.demos"):  # rows from vi, diffusion, ...
-        show(entry.load()(seed=seed))
+        if wanted(entry.name):
+            show(entry.load()(seed=seed))
     print(f"plots written to {os.path.abspath(out)}/")
     return rows
 
@@ -129,6 +136,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p_demo.add_argument("--seed", type=int, default=0)
     p_demo.add_argument("--steps", type=int, default=20_000,
                         help="steps per chain (a multiple of 10)")
+    p_demo.add_argument("--only", nargs="+", metavar="METHOD",
+                        help="run only these rows (method names or their prefixes)")
     plugins = {entry.name: entry for entry in entry_points(group="samplers.commands")}
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in plugins:  # e.g. `samplers diffusion ...`, from the diffusion package
@@ -144,7 +153,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             parser.error(f"--chains must be >= 1, got {args.chains}")
         if args.steps < 10 or args.steps % 10:
             parser.error(f"--steps must be a positive multiple of 10, got {args.steps}")
-        demo(args.out, args.chains, args.seed, args.steps)
+        demo(args.out, args.chains, args.seed, args.steps, args.only)
     return 0
 
 

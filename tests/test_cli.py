@@ -15,13 +15,20 @@ def test_help_lists_demo(capsys):
     assert exit_.value.code == 0
 
 
+def test_demo_rows_can_be_selected(tmp_path, capsys):
+    rows = cli.demo(str(tmp_path), num_chains=1, num_steps=200, only=["mala", "fbgvi"])
+    assert [r["method"] for r in rows] == ["mala", "fbgvi"]  # one own row, one entry-point row
+    assert (tmp_path / "mala.png").stat().st_size > 0 and "fbgvi" in capsys.readouterr().out
+
+
+@pytest.mark.slow
 def test_demo_prints_a_table_and_writes_plots(tmp_path, capsys):
     rows = cli.demo(str(tmp_path), num_chains=2, num_steps=2000)
     out = capsys.readouterr().out
     methods = [r["method"] for r in rows]
     assert methods[:5] == ["ula", "mala", "underdamped (BAOAB)", "sgld", "fald (K=5)"]
     assert "fbgvi" in methods  # contributed by vi through the samplers.demos entry point
-    assert "sw flow (upper CV)" in methods and len(methods) == 8  # + the diffusion row
+    assert "sw flow (upper CV)" in methods and len(methods) == 9  # + diffusion, stein
     for row in rows:
         assert row["method"] in out and row["w2_error"] >= 0
     for row in rows[:5]:

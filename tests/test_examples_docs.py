@@ -26,6 +26,7 @@ def _run(args: list[str], timeout: float) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout, check=False)
 
 
+@pytest.mark.slow  # 20-25 s; its method is checked in test_numpyro / test_federated
 def test_eight_schools_example_runs_and_writes_its_trace_plot(tmp_path):
     result = _run([str(ROOT / "examples" / "eight_schools_mala.py"), "--out", str(tmp_path)],
                   timeout=EXAMPLE_LIMIT_S)
@@ -39,6 +40,7 @@ def test_eight_schools_example_runs_and_writes_its_trace_plot(tmp_path):
         assert site in summary, summary
 
 
+@pytest.mark.slow  # 20-25 s; its method is checked in test_numpyro / test_federated
 def test_federated_example_runs_and_writes_its_plot(tmp_path):
     result = _run([str(ROOT / "examples" / "federated_logistic.py"), "--out", str(tmp_path),
                    "--rounds", "200", "--burn-in", "50"], timeout=EXAMPLE_LIMIT_S)
@@ -60,7 +62,7 @@ def test_docs_build_strict(tmp_path):
                    "--site-dir", str(site)], timeout=300)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     for page in ("index.html", "getting-started/index.html", "langevin/index.html", "vi/index.html", "federated/index.html",
-                 "sliced/index.html", "diffusion/index.html",
+                 "sliced/index.html", "diffusion/index.html", "stein/index.html",
                  "api/index.html", "benchmarks/index.html"):
         assert (site / page).exists(), page
     assert "samplers.langevin.mala" in (site / "api" / "index.html").read_text()

@@ -52,7 +52,7 @@ def test_sgld_bias_grows_with_step_size_as_predicted():
     variances = []
     for h in (0.001, 0.003, 0.006):
         trace = samplers.run(samplers.sgld(grad, h), jax.random.key(3), jnp.full(1, post_mean),
-                             1500, num_chains=400, num_warmup=300, batches=batches)
+                             1200, num_chains=300, num_warmup=300, batches=batches)
         x = np.asarray(trace.positions)[..., 0]
         mean, se_mean = mc_mean(x)
         assert_within(mean, se_mean, post_mean, what=f"SGLD mean at h={h}")
@@ -94,8 +94,8 @@ def test_underdamped_splittings_are_second_order():
         errors, ses = [], []
         for h in hs:
             alg = samplers.underdamped(logdensity, h, friction=1.0, scheme=scheme)
-            trace = samplers.run(alg, jax.random.key(5), jnp.zeros(1), 1500, num_chains=1000,
-                                 num_warmup=300)
+            trace = samplers.run(alg, jax.random.key(5), jnp.zeros(1), 1000, num_chains=600,
+                                 num_warmup=200)
             x = np.asarray(trace.positions)[..., 0]
             var_x, se_x = mc_mean(x ** 2)
             if scheme == "baoab":

@@ -1,0 +1,302 @@
+"""Stein samplers: exact identities (blocked == dense, mirror-map closed forms against autodiff,
+MSVGD/SVMD with psi = |x|^2/2 equal to SVGD, the constant-Hessian cases) and behaviour
+(bad input, pytrees, samplers.run and ArviZ export, optax optimisers and schedules).
+
+Shi, Liu & Mackey, "Sampling with Mirrored Stein Operators", ICLR 2022 (arXiv 2106.12506).
+Every jitted function here is built once per module and reused (compiles dominate the time).
+"""
+from __future__ import annotations
+
+import numpy as np
+import optax
+import pytest
+
+import jax
+import jax.numpy as jnp
+
+import samplers
+from samplers import stein
+from samplers.stein import kernels, mirror
+from samplers.stein.kernels import stein_direction
+from samplers.targets import dirichlet
+
+EPS32 = float(np.finfo(np.float32).eps)
+
+
+def gaussian_logdensity(x):
+    return -0.5 * jnp.sum(jnp.square(x - 1.0) * jnp.array([1.0, 4.0]))
+
+
+def dense_reference(x, scores, k, h, inv_hess=None):
+    """phi(x_i) = (1/n) sum_j [k(x_j, x_i) s_j + M_j grad_{x_j} k(x_j, x_i)] with the gradient
+    of the kernel from autodiff and an explicit (n, n, d) tensor: independent of the
+    closed forms and blocking in samplers.stein.kernels."""
+    n, d = x.shape
+    kmat = jax.vmap(lambda xj: jax.vmap(lambda xi: k(xj, xi, h))(x))(x)          # [j, i]
+    gk = jax.vmap(lambda xj: jax.vmap(lambda xi: jax.grad(k)(xj, xi, h))(x))(x)  # [j, i, :]
+    if inv_hess is not None:
+        gk = jnp.einsum("jab,jib->jia", inv_hess, gk)
+    return (kmat.T @ scores + gk.sum(0)) / n
+
+
+# ------------------------------------------------------------------ kernels and blocking
+
+def test_bandwidth_heuristics_match_numpy():
+    x = np.random.default_rng(0).normal(size=(21, 3)).astype(np.float32)
+    d = np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1))
+    lw = np.median(d[np.tril_indices(21, -1)]) ** 2 / np.log(21)
+    ref = np.sort((d**2).ravel())[441 - 441 // 2]
+    both = jax.jit(lambda x: (kernels.rbf().bandwidth_for(x), kernels.imq().bandwidth_for(x)))
+    ours_lw, ours_ref = both(jnp.asarray(x))
+    np.testing.assert_allclose(ours_lw, lw, rtol=1e-5)
+    np.testing.assert_allclose(ours_ref, ref, rtol=1e-5)
+    assert float(kernels.rbf(0.7).bandwidth_for(jnp.asarray(x))) == pytest.approx(0.7)
+
+
+@pytest.mark.parametrize("kind", ["identity", "simplex", "dense"])
+def test_blocked_equals_dense_and_autodiff(kind):
+    """Blocked (block 7, n = 50: a ragged last block) equals the one-block computation to
+    float32 round-off (bound: n eps32 times the largest summand), and both equal the
+    autodiff (n, n, d) reference."""
+    rng = np.random.default_rng(1)
+    n, d = 50, 3
+    if kind == "simplex":
+        x = rng.dirichlet(np.ones(d + 1), n)[:, :d]
+        mm = mirror.simplex_entropic()
+    else:
+        x = rng.normal(size=(n, d))
+        mm = mirror.identity() if kind == "identity" else mirror.from_potential(
+            lambda t: 0.5 * t @ jnp.array([[2.0, 0.3, 0.0], [0.3, 1.0, 0.2], [0.0, 0.2, 0.5]]) @ t
+            + 0.25 * jnp.sum(t**4))
+    x = jnp.asarray(x, jnp.float32)
+    s = jnp.asarray(rng.normal(size=(n, d)), jnp.float32)
+    k = kernels.imq()
+    h = k.bandwidth_for(x)
+    from samplers.stein.samplers import _preconditioner
+
+    @jax.jit
+    def all_three(x, s, h):
+        pre = _preconditioner(mm, x, x - x.mean(0))
+        inv_hess = None if kind == "identity" else jax.vmap(
+            lambda t: jax.vmap(lambda e: mm.inv_hess_mul(t, e))(jnp.eye(d)).T)(x)
+        return (stein_direction(x, s, k, h, pre, block_size=7),
+                stein_direction(x, s, k, h, pre, block_size=n),
+                dense_reference(x, s, k, h, inv_hess))
+
+    blocked, dense, ref = all_three(x, s, h)
+    bound = n * EPS32 * (float(jnp.max(jnp.abs(s))) + 2 * float(jnp.max(jnp.abs(x))) * 4)
+    assert float(jnp.max(jnp.abs(blocked - dense))) <= bound
+    assert float(jnp.max(jnp.abs(blocked - ref))) <= 10 * bound
+
+
+# ------------------------------------------------------------------------- mirror maps
+
+MAPS = {
+    "simplex": (mirror.simplex_entropic,
+                lambda t: jnp.sum(t * jnp.log(t)) + (1 - t.sum()) * jnp.log(1 - t.sum()),
+                np.array([0.2, 0.1, 0.3])),
+    "orthant": (mirror.orthant_entropic, lambda t: jnp.sum(t * jnp.log(t) - t),
+                np.array([0.5, 2.0, 0.01])),
+    "box_entropic": (lambda: mirror.box_entropic(-1.0, 2.0),
+                     lambda t: jnp.sum((t + 1) * jnp.log(t + 1) + (2 - t) * jnp.log(2 - t)),
+                     np.array([-0.9, 0.5, 1.95])),
+    "box_log_barrier": (lambda: mirror.box_log_barrier(-1.0, 2.0),
+                        lambda t: -jnp.sum(jnp.log(t + 1) + jnp.log(2 - t)),
+                        np.array([-0.9, 0.5, 1.95])),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MAPS))
+def test_mirror_map_closed_forms_against_autodiff(name):
+    """grad psi, hess psi^{-1}, hess psi, div(hess psi^{-1}) of each closed-form map against
+    jax.grad/jax.hessian/jax.jacfwd of psi itself (float64), and grad psi* inverts grad psi."""
+    make, psi, theta = MAPS[name]
+    with jax.enable_x64(True):
+        mm = make()
+        t = jnp.asarray(theta, jnp.float64)
+        v = jnp.array([0.3, -1.2, 0.7])
+
+        @jax.jit
+        def ours_and_autodiff(t, v):
+            H = jax.hessian(psi)(t)
+            div = jnp.einsum("ijj->i", jax.jacfwd(lambda u: jnp.linalg.inv(jax.hessian(psi)(u)))(t))
+            ours = (mm.grad_psi(t), mm.grad_psi_star(mm.grad_psi(t)), mm.inv_hess_mul(t, v),
+                    mm.hess_mul(t, v), mm.div_inv_hess(t))
+            return ours, (jax.grad(psi)(t), t, jnp.linalg.solve(H, v), H @ v, div)
+
+        ours, auto = ours_and_autodiff(t, v)
+        for name_, a, b in zip(("grad psi", "grad psi*", "inv hess", "hess", "div"), ours, auto):
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12, err_msg=name_)
+        assert bool(mm.contains(t))
+
+
+def test_from_potential_derives_the_inverse_by_newton():
+    """from_potential(psi) with only psi given reproduces the closed-form box log-barrier map
+    (the Newton solve of grad psi* included) at points near the faces."""
+    with jax.enable_x64(True):
+        psi = lambda t: -jnp.sum(jnp.log(t + 1) + jnp.log(2 - t))  # noqa: E731
+        custom = mirror.from_potential(psi, contains=lambda t: jnp.all((t > -1) & (t < 2)),
+                                       center=jnp.full(3, 0.5))
+        closed = mirror.box_log_barrier(-1.0, 2.0)
+        eta = jnp.array([-50.0, 0.3, 20.0])
+        both = jax.jit(lambda e: (custom.grad_psi_star(e), closed.grad_psi_star(e),
+                                  custom.div_inv_hess(closed.grad_psi_star(e)),
+                                  closed.div_inv_hess(closed.grad_psi_star(e))))
+        t_custom, t_closed, div_custom, div_closed = both(eta)
+        np.testing.assert_allclose(t_custom, t_closed, rtol=1e-10)
+        np.testing.assert_allclose(div_custom, div_closed, rtol=1e-8)
+
+
+# --------------------------------------------------------- exact reductions to SVGD
+
+def _scan(alg, num_steps):
+    @jax.jit
+    def go(state):
+        def body(s, _):
+            s, _ = alg.step(None, s)
+            return s, s.dual
+        return jax.lax.scan(body, state, None, length=num_steps)
+    return go
+
+
+def test_reductions_to_svgd_and_constant_hessian_cases():
+    """Exact special cases (float64; A.4 of the project notes, from eqs. 9 and 11 of the paper):
+
+    * psi = |x|^2/2 given as a potential (Hessian and divergence by autodiff; the Newton inverse
+      is checked above): MSVGD, and SVMD without truncation or jitter, follow SVGD's particles
+      step for step; SVNG with G = I takes SVGD's step;
+    * psi = theta^T A theta / 2: the MSVGD dual direction is A^{-1} phi_SVGD, the SVMD one phi_SVGD.
+    """
+    eps, steps = 0.05, 12
+    kernel = kernels.rbf(1.3)
+    with jax.enable_x64(True):
+        x0 = jnp.asarray(np.random.default_rng(2).normal(size=(12, 2)))
+        svgd = stein.svgd(gaussian_logdensity, kernel=kernel, step_size=eps)
+        _, path = _scan(svgd, steps)(svgd.init(x0))
+        assert float(jnp.max(jnp.abs(path[-1] - x0))) > 1e-2  # the particles do move
+        quad = mirror.from_potential(lambda t: 0.5 * jnp.sum(t * t), grad_psi_star=lambda e: e)
+        for alg in (stein.msvgd(gaussian_logdensity, quad, kernel=kernel, step_size=eps),
+                    stein.svmd(gaussian_logdensity, quad, kernel=kernel, step_size=eps,
+                               threshold=None, jitter=0.0)):
+            _, other = _scan(alg, steps)(alg.init(x0))
+            np.testing.assert_allclose(other, path, rtol=0, atol=1e-9, err_msg=alg.name)
+        svng = stein.svng(gaussian_logdensity, lambda t: jnp.eye(2), kernel=kernel,
+                          step_size=eps, threshold=None, jitter=0.0)
+        np.testing.assert_allclose(jax.jit(svng.step)(None, svng.init(x0))[0].dual, path[0],
+                                   atol=1e-9)
+
+        phi = (path[0] - x0) / eps
+        A = jnp.array([[3.0, 0.5], [0.5, 0.8]])
+        quad_a = mirror.from_potential(lambda t: 0.5 * t @ A @ t,
+                                       grad_psi_star=lambda e: jnp.linalg.solve(A, e))
+        for alg, expect in (
+            (stein.msvgd(gaussian_logdensity, quad_a, kernel=kernel, step_size=eps),
+             jnp.linalg.solve(A, phi.T).T),
+            (stein.svmd(gaussian_logdensity, quad_a, kernel=kernel, step_size=eps,
+                        threshold=None, jitter=0.0), phi)):
+            s0 = alg.init(x0)
+            got = (jax.jit(alg.step)(None, s0)[0].dual - s0.dual) / eps
+            np.testing.assert_allclose(got, expect, rtol=1e-7, atol=1e-9, err_msg=alg.name)
+
+
+# --------------------------------------------------------------------------- behaviour
+
+def test_bad_input_is_reported():
+    t = dirichlet(jnp.array([2.0, 3.0, 4.0]))
+    alg = stein.msvgd(t.logdensity_fn, mirror.simplex_entropic(), step_size=0.1)
+    with pytest.raises(ValueError, match=r"particle 1 .* outside the open simplex"):
+        alg.init(jnp.array([[0.2, 0.3], [0.7, 0.4], [0.1, 0.1]]))
+    with pytest.raises(ValueError, match="n >= 2"):
+        alg.init(jnp.array([[0.2, 0.3]]))
+    nan_grad = stein.svgd(lambda x: jnp.sum(jnp.sqrt(x)), step_size=0.1)
+    with pytest.raises(ValueError, match=r"non-finite gradient at particle 0"):
+        nan_grad.init(jnp.array([[-1.0, 1.0], [1.0, 2.0]]))
+    with pytest.raises(ValueError, match="step_size"):
+        stein.svgd(gaussian_logdensity, step_size=-1.0)
+    with pytest.raises(ValueError, match="exactly one"):
+        stein.svgd(gaussian_logdensity, step_size=0.1, optimizer=optax.sgd(0.1))
+    with pytest.raises(TypeError, match="kernel"):
+        stein.svgd(gaussian_logdensity, kernel=lambda x, y: 1.0, step_size=0.1)
+    with pytest.raises(TypeError, match="mirror_map"):
+        stein.msvgd(gaussian_logdensity, "simplex", step_size=0.1)
+    with pytest.raises(ValueError, match="threshold"):
+        stein.svmd(gaussian_logdensity, mirror.identity(), step_size=0.1, threshold=1.5)
+    with pytest.raises(ValueError, match="lower must be < upper"):
+        mirror.box_entropic(1.0, 0.0)
+
+
+def test_run_pytrees_schedules_optax_and_arviz():
+    """samplers.run drives SVGD; a pytree of particles moves like the flat array; a constant
+    schedule equals the float step size; ArviZ gets one chain with
+    draw = particle."""
+    rng = np.random.default_rng(5)
+    x0 = jnp.asarray(rng.normal(size=(20, 2)), jnp.float32)
+    alg = stein.svgd(gaussian_logdensity, step_size=0.1)
+    trace = samplers.run(alg, jax.random.key(0), x0, 20, thin=10, progress=False)
+    assert trace.positions.shape == (1, 2, 20, 2)
+
+    tree_alg = stein.svgd(lambda p: gaussian_logdensity(jnp.append(p["a"], p["b"])),
+                          step_size=lambda c: 0.1)
+    tree_trace = samplers.run(tree_alg, jax.random.key(0), {"a": x0[:, :1], "b": x0[:, 1]},
+                              20, thin=10, progress=False)
+    flat = jnp.concatenate([tree_trace.positions["a"], tree_trace.positions["b"][..., None]], -1)
+    np.testing.assert_allclose(flat, trace.positions, rtol=1e-5, atol=1e-6)
+
+    idata = stein.to_arviz(trace)
+    post = idata["posterior"] if not hasattr(idata, "posterior") else idata.posterior
+    assert post["x"].shape == (1, 20, 2)
+
+
+def test_nonfinite_particles_under_run_raise():
+    """Inside samplers.run init is traced, so the concrete domain check cannot run there;
+    a particle outside the simplex then turns non-finite and run raises at step 0."""
+    t = dirichlet(jnp.array([2.0, 3.0, 4.0]))
+    alg = stein.msvgd(t.logdensity_fn, mirror.simplex_entropic(), step_size=0.1)
+    with pytest.raises(samplers.NonFiniteError, match="step 0"):
+        samplers.run(alg, jax.random.key(0), jnp.array([[0.2, 0.3], [0.7, 0.4], [0.1, 0.1]]),
+                     2, progress=False)
+
+
+def test_svmd_matches_brute_force_nystrom_form_on_the_simplex():
+    """SVMD's factored direction against a brute-force evaluation of paper eq. 11: the
+    square-root kernel k^{1/2}(x, y) = sum_j sqrt(mu_j) u_j(x) u_j(y) built from Nystrom
+    eigenfunctions u_j(x) = sqrt(n)/lambda_j sum_p k(x, theta_p) E_pj, its gradient by autodiff,
+    and g_k = (1/n) sum_m S_km H_m (1/n) sum_l [S_ml s_H(theta_l) + H_l^{-1} grad_l k^{1/2}(theta_m, theta_l)]
+    with explicit Hessian matrices (non-constant Hessian: the entropic simplex map)."""
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(8)
+        n, d = 9, 2
+        theta = jnp.asarray(rng.dirichlet(np.ones(d + 1) * 2, n)[:, :d])
+        t = dirichlet(jnp.array([3.0, 2.0, 1.5]))
+        mm = mirror.simplex_entropic()
+        k = kernels.imq()
+        alg = stein.svmd(t.logdensity_fn, mm, kernel=k, step_size=1.0, threshold=None,
+                         jitter=0.0)
+
+        @jax.jit
+        def both(theta):
+            s0 = alg.init(theta)
+            ours = alg.step(None, s0)[0].dual - s0.dual
+            h = k.bandwidth_for(theta)
+            G = jax.vmap(lambda a: jax.vmap(lambda b: k(a, b, h))(theta))(theta)
+            lam, E = jnp.linalg.eigh(G)
+
+            def u(x):  # (n,) Nystrom eigenfunctions at x
+                kx = jax.vmap(lambda b: k(x, b, h))(theta)
+                return jnp.sqrt(n) / lam * (kx @ E)
+
+            def khalf(x, y):
+                return jnp.sum(jnp.sqrt(lam / n) * u(x) * u(y))
+
+            grads = jax.vmap(jax.grad(lambda x: t.logdensity_fn(x)))(theta)
+            Hinv = jax.vmap(lambda a: jnp.diag(a) - jnp.outer(a, a))(theta)
+            H = jnp.linalg.inv(Hinv)
+            sH = jnp.einsum("lab,lb->la", Hinv, grads) + (1.0 - (d + 1) * theta)
+            S = jax.vmap(lambda a: jax.vmap(lambda b: khalf(a, b))(theta))(theta)
+            DS = jax.vmap(lambda a: jax.vmap(lambda b: jax.grad(khalf, 1)(a, b))(theta))(theta)
+            phi = (S.T @ sH + jnp.einsum("lab,mlb->ma", Hinv, DS)) / n
+            brute = S @ jnp.einsum("mab,mb->ma", H, phi) / n
+            return ours, brute
+
+        ours, brute = both(theta)
+        np.testing.assert_allclose(ours, brute, rtol=1e-7, atol=1e-10)
