@@ -88,11 +88,11 @@ def demo(out: str = "samplers-demo", num_chains: int = 4, seed: int = 0,
     os.makedirs(out, exist_ok=True)
     key = jax.random.key(seed)
     rows = []
-    print(f"{'method':<22}{'target':<28}{'W2 error':>10}{'min ESS':>10}{'time (s)':>10}")
+    print(f"{'method':<42} {'target':<40}{'W2 error':>10}{'min ESS':>10}{'time (s)':>10}")
 
     def show(row):
         ess = f"{row['min_ess']:>10.0f}" if row.get("min_ess") is not None else f"{'-':>10}"
-        print(f"{row['method']:<22}{row['target']:<28}{row['w2_error']:>10.4f}{ess}{row['seconds']:>10.2f}")
+        print(f"{row['method']:<42} {row['target']:<40}{row['w2_error']:>10.4f}{ess}{row['seconds']:>10.2f}")
         rows.append(row)
 
     def wanted(method):
