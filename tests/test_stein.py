@@ -300,3 +300,46 @@ def test_svmd_matches_brute_force_nystrom_form_on_the_simplex():
 
         ours, brute = both(theta)
         np.testing.assert_allclose(ours, brute, rtol=1e-7, atol=1e-10)
+
+
+def test_repulsion_in_one_block_at_500_particles_and_svmd_size_limit():
+    """SVMD's repulsion (scores=None) is computed without a zero score array: a product with
+    a compile-time zero (n, d) array came out all NaN for n >= ~450 under jit on XLA CPU
+    (jaxlib 0.10.2's YNNPACK dot fusions), which had forced a 256-row block. One block of
+    n = 500 now equals the 256-row blocks to float32 round-off (the bound of
+    test_blocked_equals_dense_and_autodiff). Above ``max_particles`` SVMD's init names n and
+    msvgd before allocating anything."""
+    n = 500
+    target = dirichlet(jnp.full(11, 2.0))
+    x = target.sample(jax.random.key(0), n)
+    mm, k = mirror.simplex_entropic(), kernels.imq()
+    from samplers.stein.samplers import _preconditioner
+
+    @jax.jit
+    def both(x):
+        h = k.bandwidth_for(x)
+        pre = _preconditioner(mm, x, x - x.mean(0))
+        return (stein_direction(x, None, k, h, pre, block_size=n),
+                stein_direction(x, None, k, h, pre, block_size=256))
+
+    one, blocked = both(x)
+    assert np.all(np.isfinite(np.asarray(one)))
+    bound = n * EPS32 * 2 * float(jnp.max(jnp.abs(x))) * 4
+    assert float(jnp.max(jnp.abs(one - blocked))) <= bound
+    small = stein.svmd(target.logdensity_fn, mm, step_size=0.01, max_particles=100)
+    with pytest.raises(ValueError, match=r"n = 500 particles .* Use msvgd"):
+        small.init(x)
+
+
+def test_simplex_dirichlet_example_writes_its_plot(tmp_path):
+    """examples/simplex_dirichlet.py at a tiny size writes its figure."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parents[1] / "examples" / "simplex_dirichlet.py"
+    spec = importlib.util.spec_from_file_location("simplex_dirichlet", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "plot.png"
+    assert module.main(["--particles", "8", "--steps", "4", "--out", str(out)]) == str(out)
+    assert out.stat().st_size > 1000

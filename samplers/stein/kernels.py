@@ -179,7 +179,11 @@ def stein_direction(x, scores, kernel: Kernel, h, pre: Optional[Preconditioner] 
 
     Args:
       x: (n, d) particles (the kernel's argument).
-      scores: (n, d) s_j (grad log p for SVGD; the dual score for MSVGD).
+      scores: (n, d) s_j (grad log p for SVGD; the dual score for MSVGD), or None for the
+        repulsion (1/n) sum_j M_j grad_{x_j} k(x_j, x_i) alone (what SVMD needs). Pass None
+        rather than zeros: a product with a compile-time zero (n, d) array comes out all NaN
+        for n >= ~450 under jit on XLA CPU with the YNNPACK dot fusions of jaxlib 0.10.2
+        (measured; gone with ``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=``).
       kernel: a :class:`Kernel`; h: its bandwidth (a scalar).
       pre: the M_j (None: identity, i.e. SVGD).
       block_size: rows per block; memory O(n * block_size); >= n computes densely.
@@ -194,11 +198,11 @@ def stein_direction(x, scores, kernel: Kernel, h, pre: Optional[Preconditioner] 
 
     def rows(xb):
         r2 = jnp.maximum(jnp.sum(xb * xb, 1)[:, None] + sqn[None, :] - 2.0 * xb @ x.T, 0.0)
-        K = kernel.profile(r2, h)
         F = kernel.dprofile(r2, h)
-        return (K @ scores + 2.0 * (F @ mx - _apply_sum(F, xb, pre))) / n
+        out = 2.0 * (F @ mx - _apply_sum(F, xb, pre))
+        if scores is not None:
+            out = out + kernel.profile(r2, h) @ scores
+        return out / n
 
-    # always through lax.map (block_size >= n is one block): computing all rows as one fused
-    # expression gave NaNs under jit at n = 500 on XLA CPU (jax 0.10.2) when h was computed
-    # in the same jit; the mapped form did not (measured; cause not isolated)
+    # one code path for every block size (block_size >= n is a single block)
     return jax.lax.map(lambda xi: rows(xi[None])[0], x, batch_size=min(block_size, n))

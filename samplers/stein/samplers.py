@@ -156,6 +156,29 @@ def _check_block(block_size):
         raise ValueError(f"block_size must be an int >= 1, got {block_size!r}")
 
 
+SVMD_MATRICES = 4
+
+
+def _check_max_particles(max_particles):
+    if max_particles is not None and (not isinstance(max_particles, int)
+                                      or isinstance(max_particles, bool) or max_particles < 2):
+        raise ValueError(f"max_particles must be an int >= 2 or None, got {max_particles!r}")
+
+
+def _check_dense_size(name, n, max_particles, itemsize):
+    """SVMD/SVNG need a dense n x n ``eigh``: refuse n above ``max_particles`` before any
+    memory is allocated, naming the memory it would take and the blocked alternative."""
+    if max_particles is None or n <= max_particles:
+        return
+    gib = SVMD_MATRICES * n * n * itemsize / 2**30
+    raise ValueError(
+        f"{name} with n = {n} particles needs a dense n x n eigen-decomposition of the Gram "
+        f"matrix (the square-root kernel; O(n^3) time, about {gib:.1f} GiB for its "
+        f"{SVMD_MATRICES} n x n matrices), above max_particles = {max_particles}. Use msvgd "
+        "(blocked, memory O(n * block_size)) for this many particles, or pass a larger "
+        "max_particles (or None) if the memory is there.")
+
+
 def _check_threshold(threshold, jitter):
     if threshold is not None and not 0.0 < float(threshold) <= 1.0:
         raise ValueError(f"threshold must lie in (0, 1] or be None (keep every eigenpair), "
@@ -208,7 +231,8 @@ def _validate_particles(name, mm, theta, inside, scores):
 # ----------------------------------------------------------------------------- SVMD core
 
 def svmd_direction(theta, scores, kernel: Kernel, h, pre: Preconditioner, hess_mul_fn,
-                   threshold: Optional[float] = 0.98, jitter: float = 1e-5):
+                   threshold: Optional[float] = 0.98, jitter: float = 1e-5,
+                   block_size: int = 256):
     """The SVMD dual direction g_k (Shi, Liu & Mackey 2022, eq. 11 with the particle
     square-root kernel, Algorithm 2), in the factored form
 
@@ -220,16 +244,20 @@ def svmd_direction(theta, scores, kernel: Kernel, h, pre: Preconditioner, hess_m
     S = E diag(sqrt(n lambda)) E^T and, from the Nystrom extension of the eigenfunctions,
     sum_l M_l grad_{theta_l} k^{1/2}(theta_m, theta_l) = sum_p P_mp R_p with
     P = E diag(sqrt(n / lambda)) E^T and R_p = sum_l M_l grad_{theta_l} k(theta_l, theta_p)
-    (the MSVGD repulsion). Dense: O(n^2) memory and an O(n^3) ``eigh``.
+    (the MSVGD repulsion, computed in row blocks). The square-root kernel needs the Gram
+    matrix's eigenpairs: a dense ``eigh``, O(n^3) time and about
+    :data:`SVMD_MATRICES` n x n matrices of memory (the Gram matrix, its eigenvectors, S, P).
 
     Args:
       theta: (n, d); scores: (n, d) dual scores s_H; kernel, h: the base kernel k;
       pre: the M_l = hess psi(theta_l)^{-1}; hess_mul_fn: (index-free) (n, d) -> (n, d)
-      applying hess psi at each particle; threshold, jitter: truncation and Gram jitter.
+      applying hess psi at each particle; threshold, jitter: truncation and Gram jitter;
+      block_size: rows per block of the repulsion R.
     """
     n = theta.shape[0]
     x = theta - jnp.mean(theta, axis=0)
-    sq = jnp.sum(jnp.square(x[:, None, :] - x[None, :, :]), axis=-1)
+    sqn = jnp.sum(x * x, axis=1)
+    sq = jnp.maximum(sqn[:, None] + sqn[None, :] - 2.0 * x @ x.T, 0.0)
     gram = kernel.profile(sq, h) + jitter * jnp.eye(n, dtype=x.dtype)
     lam, vec = jnp.linalg.eigh(gram)
     lam, vec = lam[::-1], vec[:, ::-1]
@@ -244,7 +272,7 @@ def svmd_direction(theta, scores, kernel: Kernel, h, pre: Preconditioner, hess_m
     p_half = jnp.where(keep, jnp.sqrt(n / lam_safe), 0.0)
     S = (vec * s_half) @ vec.T
     P = (vec * p_half) @ vec.T
-    repulsion = n * stein_direction(theta, jnp.zeros_like(theta), kernel, h, pre, block_size=256)
+    repulsion = n * stein_direction(theta, None, kernel, h, pre, block_size)
     phi = (S.T @ scores + P @ repulsion) / n
     return S @ hess_mul_fn(phi) / n
 
@@ -252,7 +280,7 @@ def svmd_direction(theta, scores, kernel: Kernel, h, pre: Preconditioner, hess_m
 # --------------------------------------------------------------------------- factory
 
 def _mirrored(name, logdensity_fn, mm, kernel, step_size, optimizer, block_size,
-              dual_logdensity_fn, direction, pull_back=None, metric_fn=None):
+              dual_logdensity_fn, direction, pull_back=None, max_particles=None):
     if not callable(logdensity_fn):
         raise TypeError(f"logdensity_fn must be a callable theta -> scalar, got "
                         f"{type(logdensity_fn).__name__}")
@@ -268,6 +296,7 @@ def _mirrored(name, logdensity_fn, mm, kernel, step_size, optimizer, block_size,
 
     def init(position, key=None):
         theta, unravel = _flatten_particles(position)
+        _check_dense_size(name, theta.shape[0], max_particles, theta.dtype.itemsize)
         if _is_concrete(theta):
             out = jax.eval_shape(logdensity_fn, unravel(theta[0]))
             if out.shape != ():
@@ -379,7 +408,8 @@ def msvgd(logdensity_fn: Callable, mirror_map: mirror_lib.MirrorMap, *,
 def svmd(logdensity_fn: Callable, mirror_map: mirror_lib.MirrorMap, *,
          kernel: Optional[Kernel] = None, step_size=None, optimizer=None,
          threshold: Optional[float] = 0.98, jitter: float = 1e-5,
-         dual_logdensity_fn: Optional[Callable] = None) -> Algorithm:
+         dual_logdensity_fn: Optional[Callable] = None, block_size: int = 256,
+         max_particles: Optional[int] = 10_000) -> Algorithm:
     """Stein variational mirror descent (Shi, Liu & Mackey 2022, eq. 11, Algorithm 2):
     the mirrored step with the adaptive kernel
     K_t(theta, theta') = (1/n) sum_m k^{1/2}(theta, theta_m) hess psi(theta_m) k^{1/2}(theta_m, theta')
@@ -392,11 +422,20 @@ def svmd(logdensity_fn: Callable, mirror_map: mirror_lib.MirrorMap, *,
       threshold: keep the top eigenpairs of the Gram matrix holding this share of its trace
         (0.98-0.998 in the reference experiments); None keeps all.
       jitter: added to the Gram matrix's diagonal before ``eigh`` (1e-5 in the reference).
+      block_size: rows per block of the MSVGD-type repulsion inside the step.
+      max_particles: ``init`` raises a ValueError for more particles than this (None: no
+        limit), naming n, the memory and the alternative (:func:`msvgd`).
 
-    Cost per step: an n x n ``eigh`` (O(n^3)) and O(n^2 d) memory: n up to a few thousand.
+    Memory and time: the square-root kernel comes from the eigenpairs of the n x n Gram
+    matrix (paper, Algorithm 2), so each step holds about ``SVMD_MATRICES`` = 4 dense
+    n x n matrices (4 n^2 x 4 bytes in float32: 0.4 GB at n = 5,000, 1.6 GB at 10,000) and
+    runs an O(n^3) ``eigh`` (seconds per step at n = 2,000 on two CPU cores). For more
+    particles use :func:`msvgd`, whose interaction is blocked (memory O(n * block_size)).
     """
     kernel = imq() if kernel is None else kernel
     _check_threshold(threshold, jitter)
+    _check_block(block_size)
+    _check_max_particles(max_particles)
 
     def direction(theta, eta, scores, h):
         centred = theta - jnp.mean(theta, axis=0)
@@ -405,15 +444,17 @@ def svmd(logdensity_fn: Callable, mirror_map: mirror_lib.MirrorMap, *,
             hess = lambda v: jax.vmap(mirror_map.hess_mul_dual)(eta, v)  # noqa: E731
         else:
             hess = lambda v: jax.vmap(mirror_map.hess_mul)(theta, v)  # noqa: E731
-        return svmd_direction(theta, scores, kernel, h, pre, hess, threshold, float(jitter))
+        return svmd_direction(theta, scores, kernel, h, pre, hess, threshold, float(jitter),
+                              block_size)
 
     return _mirrored("svmd", logdensity_fn, mirror_map, kernel, step_size, optimizer,
-                     1 << 30, dual_logdensity_fn, direction)
+                     block_size, dual_logdensity_fn, direction, max_particles=max_particles)
 
 
 def svng(logdensity_fn: Callable, metric_fn: Callable, *, kernel: Optional[Kernel] = None,
          step_size=None, optimizer=None, threshold: Optional[float] = 0.98,
-         jitter: float = 1e-5, div_inv_metric_fn: Optional[Callable] = None) -> Algorithm:
+         jitter: float = 1e-5, div_inv_metric_fn: Optional[Callable] = None,
+         block_size: int = 256, max_particles: Optional[int] = 10_000) -> Algorithm:
     """Stein variational natural gradient (Shi, Liu & Mackey 2022, section 4.3): SVMD with
     hess psi replaced by a positive-definite metric G(theta) on R^d, and the step taken in
     theta by the natural-gradient pull-back
@@ -428,7 +469,9 @@ def svng(logdensity_fn: Callable, metric_fn: Callable, *, kernel: Optional[Kerne
       metric_fn: theta (d,) -> (d, d) positive-definite G (e.g. Fisher information + prior
         precision of a Bayesian logistic regression).
       kernel: default :func:`~samplers.stein.kernels.rbf` (as the reference's LR experiment).
-      step_size / optimizer, threshold, jitter: as in :func:`svmd`.
+      step_size / optimizer, threshold, jitter, block_size, max_particles: as in
+        :func:`svmd` (the same dense n x n ``eigh`` and memory bound; for more particles
+        use :func:`svgd`).
       div_inv_metric_fn: theta -> div(G^{-1})(theta), (d,); default: ``jax.jacfwd``.
     """
     if not callable(metric_fn):
@@ -436,6 +479,8 @@ def svng(logdensity_fn: Callable, metric_fn: Callable, *, kernel: Optional[Kerne
                         f"{type(metric_fn).__name__}")
     kernel = rbf() if kernel is None else kernel
     _check_threshold(threshold, jitter)
+    _check_block(block_size)
+    _check_max_particles(max_particles)
 
     def inv_metric(t):
         return jnp.linalg.inv(metric_fn(t))
@@ -454,13 +499,14 @@ def svng(logdensity_fn: Callable, metric_fn: Callable, *, kernel: Optional[Kerne
         centred = theta - jnp.mean(theta, axis=0)
         pre = _preconditioner(mm, theta, centred)
         hess = lambda v: jax.vmap(mm.hess_mul)(theta, v)  # noqa: E731
-        return svmd_direction(theta, scores, kernel, h, pre, hess, threshold, float(jitter))
+        return svmd_direction(theta, scores, kernel, h, pre, hess, threshold, float(jitter),
+                              block_size)
 
     def pull_back(theta, g):
         return jax.vmap(mm.inv_hess_mul)(theta, g)
 
-    return _mirrored("svng", logdensity_fn, mm, kernel, step_size, optimizer, 1 << 30, None,
-                     direction, pull_back)
+    return _mirrored("svng", logdensity_fn, mm, kernel, step_size, optimizer, block_size, None,
+                     direction, pull_back, max_particles)
 
 
 # ---------------------------------------------------------------------------- export

@@ -140,20 +140,25 @@ SPARSE = np.array([90.1, 5.1, 5.1] + [0.1] * 17)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", [
-    "msvgd",
-    pytest.param("svmd", marks=pytest.mark.xfail(strict=True, reason=(
-        "open: our SVMD (factored form, equal to a brute-force eq. 11 evaluation in "
-        "tests/test_stein.py) ends at ED 0.04-0.05 at step 500 on 2 seeds, with or without "
-        "truncation, where note A.9-2 measured 0.0004 with the reference code"))),
-])
+@pytest.mark.parametrize("method", ["msvgd", "svmd"])
 def test_sparse_dirichlet_d20(method):
-    """The paper's sparse Dirichlet (D = 20), reference settings: n = 50, IMQ/median, RMSprop
-    0.1, 500 steps, float64. Measured: ED to 1,000 exact draws at steps 20/100/200/500 (the
-    note's 3-seed means: MSVGD 0.281/0.0031/0.0024/0.0024, SVMD 1.219/0.063/0.010/0.0004)."""
+    """The paper's sparse Dirichlet (D = 20), reference settings: n = 50 particles started
+    from Dirichlet(5, ..., 5) (the reference's q0), IMQ/median, RMSprop 0.1, 500 steps,
+    float64. Measured: ED to 1,000 exact draws at steps 20/100/200/500 (the note's 3-seed
+    means: MSVGD 0.281/0.0031/0.0024/0.0024, SVMD 1.219/0.063/0.010/0.0004; ours, seeds
+    0/1/2, SVMD at step 500: 0.00031/0.00032/0.00058, equal to 5 digits to a direct port of
+    the reference's einsum ``svmd_update``).
+
+    The start matters for SVMD: from uniform Dirichlet(1, ..., 1) draws (seed 0), ~11 of the
+    50 particles, those whose heavy coordinates start near 0, stay at theta_1 ~ 0.6-0.7
+    (8 sd from the mean) for 2,000 steps (ED 0.053 at step 500, 0.036 at 2,000, the
+    reference port identical). Their SVMD direction is ~1e5 where their dual score is ~20:
+    it is carried by hess psi = diag(1/theta) + 11^T/theta_D at other particles whose sparse
+    coordinates are 1e-8..1e-5, through the non-local square-root kernel; its sign flips
+    from step to step, and RMSprop turns that into +-lr steps with no drift."""
     with jax.enable_x64(True):
         target = dirichlet(jnp.asarray(SPARSE))
-        x0 = jnp.asarray(np.random.default_rng(0).dirichlet(np.ones(20), 50)[:, :-1])
+        x0 = jnp.asarray(np.random.default_rng(0).dirichlet(np.full(20, 5.0), 50)[:, :-1])
         mm = mirror.simplex_entropic()
         dual = stein.dirichlet_dual_logdensity(SPARSE)
         make = stein.msvgd if method == "msvgd" else stein.svmd
@@ -168,6 +173,10 @@ def test_sparse_dirichlet_d20(method):
     assert np.all(np.isfinite(log_theta))
     eds = {t: float(diagnostics.energy_distance(np.exp(log_theta[t - 1, :, :-1]), exact))
            for t in (20, 100, 200, 500)}
+    # the floor: ED of 50 i.i.d. exact draws to the same 1,000 (note A.9-2: 0.0012 +- 0.0005)
+    iid = np.random.default_rng(3).dirichlet(SPARSE, (200, 50))[..., :-1]
+    with jax.enable_x64(True):
+        floor = np.asarray(jax.vmap(lambda y: diagnostics.energy_distance(y, exact))(iid))
     x = np.exp(log_theta[-1, :, :-1])
     a0 = SPARSE.sum()
     mean = SPARSE[:-1] / a0
@@ -175,9 +184,12 @@ def test_sparse_dirichlet_d20(method):
     print(f"\n{method}: ED {eds}; max|mean err| {np.abs(x.mean(0) - mean).max():.4g}; "
           f"var ratio-1 (first 3) {np.round(x.var(0)[:3] / var[:3] - 1, 3)}; "
           f"min log theta {log_theta.min():.1f}")
-    # the floor for 50 i.i.d. exact draws is 0.0012 +- 0.0005 (note A.9-2): both samplers must
-    # come within 5x of it, and the ED must fall by two orders of magnitude from step 20's
-    assert eds[500] < 5 * 0.0012 and eds[500] < eds[20] / 50
+    print(f"i.i.d. floor: mean {floor.mean():.4g}, median {np.median(floor):.4g}")
+    # both samplers come within 5x of the i.i.d. floor and the ED falls by two orders of
+    # magnitude from step 20's; SVMD beats the median set of 50 i.i.d. draws (note A.9-2)
+    assert eds[500] < 5 * floor.mean() and eds[500] < eds[20] / 50
+    if method == "svmd":
+        assert eds[500] < np.median(floor)
 
 
 def _logistic_problem(seed=0, n=2000):
