@@ -4,7 +4,11 @@ The functional API: an :class:`Algorithm` is ``init`` + ``step`` (pure functions
 keys); :func:`run` drives one for many steps and chains and returns a :class:`Trace`
 (``trace.to_arviz()``). NumPyro models plug in through :mod:`samplers.numpyro`.
 """
-from . import adaptation, data, diagnostics, federated, langevin, numpyro, sliced, stein, targets
+from ._xla import disable_ynn_fusion
+
+disable_ynn_fusion()  # before any JAX computation: see samplers/_xla.py
+
+from . import adaptation, data, diagnostics, federated, langevin, numpyro, sliced, smc, stein, targets
 from .base import Algorithm, EmptyInfo
 from .federated import fald
 from .langevin import mala, minibatch_gradient, sgld, ula, underdamped
@@ -18,6 +22,7 @@ __all__ = [
     "Algorithm", "EmptyInfo", "NonFiniteError", "Trace", "adaptation", "data", "diagnostics",
     "fald", "federated",
     "langevin", "mala", "minibatch_gradient", "numpyro", "run", "sgld", "sliced",
-    "sliced_wasserstein", "sliced_wasserstein_estimate", "sliced_wasserstein_flow", "stein", "targets",
+    "sliced_wasserstein", "sliced_wasserstein_estimate", "sliced_wasserstein_flow", "smc", "stein",
+    "targets",
     "ula", "underdamped",
 ]

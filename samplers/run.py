@@ -81,7 +81,7 @@ def _finite(states):
 
 
 def _mark_nonfinite(first_bad, states, t):
-    return jnp.where((first_bad < 0) & ~_finite(states), t, first_bad)
+    return jnp.where((first_bad < 0) & ~_finite(states), t, first_bad).astype(first_bad.dtype)
 
 
 @functools.partial(jax.jit, static_argnames=("num_chains",))
