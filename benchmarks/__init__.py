@@ -12,4 +12,5 @@ BENCHMARKS = {
     "federated": "benchmarks.bench_federated",
     "diffusion": "benchmarks.bench_diffusion",
     "stein": "benchmarks.bench_stein",
+    "smc": "benchmarks.bench_smc",
 }

@@ -28,7 +28,7 @@ def test_demo_prints_a_table_and_writes_plots(tmp_path, capsys):
     methods = [r["method"] for r in rows]
     assert methods[:5] == ["ula", "mala", "underdamped (BAOAB)", "sgld", "fald (K=5)"]
     assert "fbgvi" in methods  # contributed by vi through the samplers.demos entry point
-    assert "sw flow (upper CV)" in methods and len(methods) == 9  # + diffusion, stein
+    assert "sw flow (upper CV)" in methods and len(methods) == 10  # + diffusion, stein, smc
     for row in rows:
         assert row["method"] in out and row["w2_error"] >= 0
     for row in rows[:5]:

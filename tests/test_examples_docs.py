@@ -62,7 +62,7 @@ def test_docs_build_strict(tmp_path):
                    "--site-dir", str(site)], timeout=300)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     for page in ("index.html", "getting-started/index.html", "langevin/index.html", "vi/index.html", "federated/index.html",
-                 "sliced/index.html", "diffusion/index.html", "stein/index.html",
+                 "sliced/index.html", "diffusion/index.html", "stein/index.html", "smc/index.html",
                  "api/index.html", "benchmarks/index.html"):
         assert (site / page).exists(), page
     assert "samplers.langevin.mala" in (site / "api" / "index.html").read_text()

@@ -39,7 +39,7 @@ PyTree = Any
 RESAMPLING = ("multinomial", "stratified", "systematic")
 BACKWARD = ("auto", "exact", "rejection")
 _REJECTION_ROUNDS = 32  # most accept-reject rounds before the exact fallback
-_UNROLLED_ROUNDS = 4  # of which the first are unrolled, over all draws
+_UNROLLED_ROUNDS = 2  # of which the first are unrolled, over all draws
 _EXACT_BLOCK_ENTRIES = 2 ** 20  # rows x particles of one block of exact backward logits
 
 

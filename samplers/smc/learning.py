@@ -99,7 +99,9 @@ def fit(model_family: Callable, ys, params0: PyTree, key, *, method: str = "mle"
         across iterations) or "paris" (an independent PaRIS run per iteration; its O(T/N)
         bias does not average out).
       optimizer: any optax transformation (it is fed minus the gradient estimate);
-        default Adam with step 0.05 decaying like k^{-0.6} (a Robbins-Monro schedule).
+        default Adam with step 0.05 (1 - k / num_iterations)^0.6, annealed to 0 at the last
+        iteration (pass e.g. ``optax.adam(lambda k: 0.05 * (k + 1) ** -0.6)`` for a
+        Robbins-Monro schedule).
       num_iterations, num_particles, num_backward: loop length, N and Ñ.
 
     Returns:
