@@ -174,7 +174,7 @@ def _apply_sum(F, xb, pre: Preconditioner):
 
 
 def stein_direction(x, scores, kernel: Kernel, h, pre: Optional[Preconditioner] = None,
-                    block_size: int = 256):
+                    block_size: int = 256, rows=None):
     """phi(x_i) = (1/n) sum_j [k(x_j, x_i) s_j + M_j grad_{x_j} k(x_j, x_i)], all i.
 
     Args:
@@ -187,16 +187,22 @@ def stein_direction(x, scores, kernel: Kernel, h, pre: Optional[Preconditioner] 
       kernel: a :class:`Kernel`; h: its bandwidth (a scalar).
       pre: the M_j (None: identity, i.e. SVGD).
       block_size: rows per block; memory O(n * block_size); >= n computes densely.
+      rows: (m, d) the points x_i at which phi is wanted (default: all of ``x``); a device
+        holding a shard of the particles passes its own here and all of them as ``x``.
+        ``pre.mx`` must then be M_j (x_j - mean(x)).
 
-    Returns (n, d). SVGD: Liu & Wang 2016, eq. 8; MSVGD: Shi, Liu & Mackey 2022, eq. 9.
+    Returns (n, d) (or (m, d)). SVGD: Liu & Wang 2016, eq. 8; MSVGD: Shi, Liu & Mackey
+    2022, eq. 9.
     """
     n = x.shape[0]
-    x = x - jnp.mean(x, axis=0)  # the kernel sees differences only; centring helps round-off
+    centre = jnp.mean(x, axis=0)  # the kernel sees differences only; centring helps round-off
+    x = x - centre
+    rows = x if rows is None else rows - centre
     pre = pre or Preconditioner()
     mx = x if pre.mx is None else pre.mx
     sqn = jnp.sum(x * x, axis=1)
 
-    def rows(xb):
+    def block(xb):
         r2 = jnp.maximum(jnp.sum(xb * xb, 1)[:, None] + sqn[None, :] - 2.0 * xb @ x.T, 0.0)
         F = kernel.dprofile(r2, h)
         out = 2.0 * (F @ mx - _apply_sum(F, xb, pre))
@@ -205,4 +211,5 @@ def stein_direction(x, scores, kernel: Kernel, h, pre: Optional[Preconditioner] 
         return out / n
 
     # one code path for every block size (block_size >= n is a single block)
-    return jax.lax.map(lambda xi: rows(xi[None])[0], x, batch_size=min(block_size, n))
+    return jax.lax.map(lambda xi: block(xi[None])[0], rows,
+                       batch_size=min(block_size, rows.shape[0]))

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from ..base import Algorithm, PyTree, check_positive
 from . import mirror as mirror_lib
@@ -279,8 +280,31 @@ def svmd_direction(theta, scores, kernel: Kernel, h, pre: Preconditioner, hess_m
 
 # --------------------------------------------------------------------------- factory
 
+def _check_mesh(mesh):
+    if mesh is not None and not isinstance(mesh, Mesh):
+        raise TypeError(f"mesh must be a jax.sharding.Mesh or None, got {type(mesh).__name__}")
+
+
+def _auto(mesh: Mesh) -> Mesh:
+    """``mesh`` with Auto axis types: arrays outside the particle ``shard_map`` keep
+    compiler-chosen layouts, so the step needs no mesh context (``jax.set_mesh``) even
+    when the user's mesh is Explicit (``jax.make_mesh``'s default)."""
+    return Mesh(mesh.devices, mesh.axis_names, axis_types=(AxisType.Auto,) * mesh.devices.ndim)
+
+
+def _place_on(mesh: Mesh, position):
+    """The particles split over the first axis of ``mesh`` (n must be a multiple of its size)."""
+    axis = mesh.axis_names[0]
+    sizes = {jnp.shape(leaf)[0] for leaf in jax.tree.leaves(position) if jnp.ndim(leaf)}
+    for n in sizes:
+        if n % mesh.shape[axis]:
+            raise ValueError(f"position: the number of particles ({n}) must be a multiple of "
+                             f"the mesh axis {axis!r} size ({mesh.shape[axis]})")
+    return jax.device_put(position, NamedSharding(_auto(mesh), PartitionSpec(axis)))
+
+
 def _mirrored(name, logdensity_fn, mm, kernel, step_size, optimizer, block_size,
-              dual_logdensity_fn, direction, pull_back=None, max_particles=None):
+              dual_logdensity_fn, direction, pull_back=None, max_particles=None, mesh=None):
     if not callable(logdensity_fn):
         raise TypeError(f"logdensity_fn must be a callable theta -> scalar, got "
                         f"{type(logdensity_fn).__name__}")
@@ -292,9 +316,12 @@ def _mirrored(name, logdensity_fn, mm, kernel, step_size, optimizer, block_size,
                         f"mirror.simplex_entropic()), got {type(mm).__name__}")
     _check_kernel(kernel)
     _check_block(block_size)
+    _check_mesh(mesh)
     opt = _make_optimizer(step_size, optimizer)
 
     def init(position, key=None):
+        if mesh is not None:  # the particles start split over the mesh (see sharded_direction)
+            position = _place_on(mesh, position)
         theta, unravel = _flatten_particles(position)
         _check_dense_size(name, theta.shape[0], max_particles, theta.dtype.itemsize)
         if _is_concrete(theta):
@@ -324,12 +351,35 @@ def _mirrored(name, logdensity_fn, mm, kernel, step_size, optimizer, block_size,
         lp = logdensity_fn if unravel is None else flat_logdensity(unravel)
         return _dual_scores(mm, lp, dual_logdensity_fn, theta, eta)
 
+    def sharded_direction(eta, unravel):
+        """The direction with the particles split over the mesh's first axis: each device
+        computes the scores of its own particles, gathers every particle and score (O(n d)
+        per device), and sums the interaction for its own rows (memory O(n_local * block))."""
+        auto = _auto(mesh)
+        axis = mesh.axis_names[0]
+        spec = PartitionSpec(axis)
+
+        def local(eta_local):
+            theta_local = jax.vmap(mm.grad_psi_star)(eta_local)
+            scores_local = scores_at(theta_local, eta_local, unravel)
+            theta = jax.lax.all_gather(theta_local, axis, tiled=True)
+            scores = jax.lax.all_gather(scores_local, axis, tiled=True)
+            h = kernel.bandwidth_for(theta)
+            # eta is not gathered: the blocked directions (svgd, msvgd) do not use it
+            return direction(theta, None, scores, h, rows=theta_local), h
+
+        return jax.shard_map(local, mesh=auto, in_specs=spec, out_specs=(spec, PartitionSpec()),
+                             check_vma=False)(eta)
+
     def step(key, state, batch=None):
         _, unravel = ravel_pytree(jax.tree.map(lambda x: x[0], state.position))
         eta = state.dual
-        theta = jax.vmap(mm.grad_psi_star)(eta)
-        h = kernel.bandwidth_for(theta)
-        g = direction(theta, eta, scores_at(theta, eta, unravel), h)
+        if mesh is None:
+            theta = jax.vmap(mm.grad_psi_star)(eta)
+            h = kernel.bandwidth_for(theta)
+            g = direction(theta, eta, scores_at(theta, eta, unravel), h)
+        else:
+            g, h = sharded_direction(eta, unravel)
         if pull_back is not None:
             g = pull_back(theta, g)
         updates, opt_state = opt.update(-g, state.opt_state, eta)
@@ -344,7 +394,7 @@ def _mirrored(name, logdensity_fn, mm, kernel, step_size, optimizer, block_size,
 
 
 def svgd(logdensity_fn: Callable, *, kernel: Optional[Kernel] = None, step_size=None,
-         optimizer=None, block_size: int = 256) -> Algorithm:
+         optimizer=None, block_size: int = 256, mesh: Optional[Mesh] = None) -> Algorithm:
     """Stein variational gradient descent (Liu & Wang 2016, Algorithm 1 and eq. 8):
 
         x_i <- x_i + eps (1/n) sum_j [k(x_j, x_i) grad log p(x_j) + grad_{x_j} k(x_j, x_i)],
@@ -358,6 +408,11 @@ def svgd(logdensity_fn: Callable, *, kernel: Optional[Kernel] = None, step_size=
       step_size: eps, a float or a schedule ``count -> eps``; or
       optimizer: any optax GradientTransformation (fed -phi).
       block_size: rows per block of the O(n^2) interaction; memory O(n * block_size).
+      mesh: a ``jax.sharding.Mesh``: the particles are split over its first axis (n a
+        multiple of its size; e.g. ``jax.make_mesh((jax.device_count(),), ("particles",))``).
+        Each device evaluates the scores of its particles and the interaction of its rows
+        with all n (an all-gather of the particles and scores per step); the result equals
+        the unsharded step up to float round-off.
 
     Returns ``Algorithm(init, step)``; ``init(position (n, ...), key=None) -> SteinState``,
     ``step(key, state, batch=None) -> (SteinState, SteinInfo)`` (deterministic: ``key``
@@ -366,16 +421,17 @@ def svgd(logdensity_fn: Callable, *, kernel: Optional[Kernel] = None, step_size=
     kernel = rbf() if kernel is None else kernel
     mm = mirror_lib.identity()
 
-    def direction(theta, eta, scores, h):
-        return stein_direction(theta, scores, kernel, h, None, block_size)
+    def direction(theta, eta, scores, h, rows=None):
+        return stein_direction(theta, scores, kernel, h, None, block_size, rows)
 
     return _mirrored("svgd", logdensity_fn, mm, kernel, step_size, optimizer, block_size,
-                     None, direction)
+                     None, direction, mesh=mesh)
 
 
 def msvgd(logdensity_fn: Callable, mirror_map: mirror_lib.MirrorMap, *,
           kernel: Optional[Kernel] = None, step_size=None, optimizer=None,
-          block_size: int = 256, dual_logdensity_fn: Optional[Callable] = None) -> Algorithm:
+          block_size: int = 256, dual_logdensity_fn: Optional[Callable] = None,
+          mesh: Optional[Mesh] = None) -> Algorithm:
     """Mirrored SVGD (Shi, Liu & Mackey 2022, eq. 9 with K = k I, kernel on theta):
 
         eta_i <- eta_i + eps (1/n) sum_j [k(theta_j, theta_i) s_H(theta_j)
@@ -391,18 +447,19 @@ def msvgd(logdensity_fn: Callable, mirror_map: mirror_lib.MirrorMap, *,
       dual_logdensity_fn: optional eta -> log p_H(eta) (the dual target's log-density), whose
         gradient replaces s_H: numerically exact near the boundary (e.g.
         :func:`dirichlet_dual_logdensity`).
+      mesh: split the particles over a mesh's first axis, as in :func:`svgd`.
 
     ``init`` takes theta (n, d) strictly inside the domain (checked when concrete).
     """
     kernel = imq() if kernel is None else kernel
 
-    def direction(theta, eta, scores, h):
+    def direction(theta, eta, scores, h, rows=None):
         centred = theta - jnp.mean(theta, axis=0)
         return stein_direction(theta, scores, kernel, h,
-                               _preconditioner(mirror_map, theta, centred), block_size)
+                               _preconditioner(mirror_map, theta, centred), block_size, rows)
 
     return _mirrored("msvgd", logdensity_fn, mirror_map, kernel, step_size, optimizer,
-                     block_size, dual_logdensity_fn, direction)
+                     block_size, dual_logdensity_fn, direction, mesh=mesh)
 
 
 def svmd(logdensity_fn: Callable, mirror_map: mirror_lib.MirrorMap, *,
