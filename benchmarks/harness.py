@@ -253,12 +253,28 @@ def run_benchmark(module, quick: bool, out_dir, repeats: Optional[int] = None) -
     return md_path
 
 
-def main(modules: dict[str, str], argv: Optional[list[str]] = None) -> int:
+def combined_report(md_paths: Iterable[Path], machine: dict, quick: bool) -> str:
+    """One markdown report: the machine and versions, then each benchmark's page."""
+    parts = ["# samplers against its peers", "",
+             f"{'Quick' if quick else 'Full'} run (`samplers bench{' --quick' if quick else ''}`"
+             f"). Machine: {machine_markdown(machine)}", "",
+             "Every ratio is peer time / our time, measured side by side in one process "
+             "(> 1: samplers is faster); each section below names its peer, sizes and "
+             "agreement check.", ""]
+    for path in md_paths:
+        parts += [Path(path).read_text().strip(), ""]
+    return "\n".join(parts)
+
+
+def main(modules: dict[str, str], argv: Optional[list[str]] = None,
+         prog: Optional[str] = None) -> int:
     """Command line: ``[NAME ...] [--quick] [--out DIR] [--repeats N]``.
 
-    ``modules`` maps a benchmark name to its module path; no name runs them all.
+    ``modules`` maps a benchmark name to its module path; no name runs them all. Writes each
+    benchmark's ``.json`` and ``.md`` and the combined ``report.md`` into ``--out``.
     """
-    parser = argparse.ArgumentParser(description="samplers against its peers, side by side")
+    parser = argparse.ArgumentParser(prog=prog,
+                                     description="samplers against its peers, side by side")
     parser.add_argument("names", nargs="*", metavar="NAME",
                         help=f"benchmarks to run (default: all of {', '.join(modules)})")
     parser.add_argument("--quick", action="store_true", help="small sizes (about 2 minutes)")
@@ -268,6 +284,9 @@ def main(modules: dict[str, str], argv: Optional[list[str]] = None) -> int:
     unknown = sorted(set(args.names) - set(modules))
     if unknown:
         parser.error(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(modules)}")
-    for name in args.names or list(modules):
-        run_benchmark(importlib.import_module(modules[name]), args.quick, args.out, args.repeats)
+    pages = [run_benchmark(importlib.import_module(modules[name]), args.quick, args.out,
+                           args.repeats) for name in args.names or list(modules)]
+    report = Path(args.out) / "report.md"
+    report.write_text(combined_report(pages, machine_info(), args.quick))
+    print(f"wrote {report}")
     return 0

@@ -1,4 +1,5 @@
-"""The ``samplers`` command: ``samplers demo`` (and later ``verify``, ``bench``, ...)."""
+"""The ``samplers`` command: ``samplers demo``, ``samplers verify``, ``samplers bench`` and the
+subcommands other import packages add (``samplers diffusion``)."""
 from __future__ import annotations
 
 import argparse
@@ -125,6 +126,31 @@ def demo(out: str = "samplers-demo", num_chains: int = 4, seed: int = 0,
     return rows
 
 
+def verify_main(argv: Sequence[str]) -> int:
+    """``samplers verify ...``: see :func:`samplers.verify.main`."""
+    from . import verify
+
+    return verify.main(argv)
+
+
+def bench_main(argv: Sequence[str]) -> int:
+    """``samplers bench [NAME ...] [--quick] [--out DIR]``: the benchmarks of ``benchmarks/``
+    (a source checkout: they need the peers, ``pip install ".[bench]"``, and are not part of
+    the installed package), then one report, ``DIR/report.md``."""
+    root = os.getcwd()
+    if not os.path.isfile(os.path.join(root, "benchmarks", "harness.py")):
+        print("samplers bench runs the benchmarks of a source checkout: run it from the "
+              "repository root (where benchmarks/ is) after pip install \".[bench]\"; "
+              f"no benchmarks/harness.py under {root}", file=sys.stderr)
+        return 2
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from benchmarks import BENCHMARKS
+    from benchmarks.harness import main as harness_main
+
+    return int(harness_main(BENCHMARKS, list(argv), prog="samplers bench") or 0)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="samplers", description="JAX samplers checked against their convergence guarantees.")
@@ -138,10 +164,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="steps per chain (a multiple of 10)")
     p_demo.add_argument("--only", nargs="+", metavar="METHOD",
                         help="run only these rows (method names or their prefixes)")
+    own = {"verify": (verify_main, "check each method against its paper's guarantee; a table"),
+           "bench": (bench_main, "run the peer benchmarks; one markdown report (source checkout)")}
     plugins = {entry.name: entry for entry in entry_points(group="samplers.commands")}
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in own:  # these parse their own options
+        return int(own[argv[0]][0](argv[1:]) or 0)
     if argv and argv[0] in plugins:  # e.g. `samplers diffusion ...`, from the diffusion package
         return int(plugins[argv[0]].load()(argv[1:]) or 0)
+    for name, (_, text) in own.items():
+        sub.add_parser(name, help=text, add_help=False)
     for name in plugins:
         sub.add_parser(name, help=f"{name} experiments (see `samplers {name} --help`)")
     args = parser.parse_args(argv)
