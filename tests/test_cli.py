@@ -1,6 +1,7 @@
 """Smoke tests of the ``samplers`` command."""
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -45,3 +46,40 @@ def test_bad_demo_arguments_are_named():
     result = subprocess.run([sys.executable, "-m", "samplers.cli", "demo", "--steps", "15"],
                             capture_output=True, text=True)
     assert result.returncode == 2 and "--steps must be a positive multiple of 10, got 15" in result.stderr
+
+
+def test_help_lists_verify_and_bench(capsys):
+    assert cli.main([]) == 0
+    out = capsys.readouterr().out
+    assert "verify" in out and "bench" in out
+
+
+def test_bench_needs_a_source_checkout(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["bench", "--quick"]) == 2
+    assert "source checkout" in capsys.readouterr().err
+
+
+def test_bench_runs_a_benchmark_module_and_writes_one_report(tmp_path, monkeypatch, capsys):
+    """`samplers bench NAME` from the checkout: the harness times ours against the peer and
+    writes NAME.json, NAME.md and the combined report.md (a tiny stand-in module: the real
+    ones take minutes and need the peers)."""
+    import types
+
+    import jax.numpy as jnp
+
+    import benchmarks
+    from benchmarks.harness import Case
+
+    tiny = types.ModuleType("tiny_bench")
+    tiny.NAME, tiny.TITLE, tiny.NOTES, tiny.PEERS = "tiny", "a sum against a sum", "", ()
+    tiny.config = lambda quick: {"repeats": 2, "min_time": 0.001}
+    tiny.cases = lambda cfg: [Case("sum", {"n": 8}, lambda: jnp.arange(8.0).sum(),
+                                   lambda: jnp.arange(8.0).sum(), "itself")]
+    monkeypatch.setitem(sys.modules, "tiny_bench", tiny)
+    monkeypatch.setitem(benchmarks.BENCHMARKS, "tiny", "tiny_bench")
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # the checkout's root
+    assert cli.main(["bench", "tiny", "--quick", "--out", str(tmp_path)]) == 0
+    report = (tmp_path / "report.md").read_text()
+    assert "a sum against a sum" in report and "peer/ours" in report and "Machine:" in report
+    assert (tmp_path / "tiny.json").exists()

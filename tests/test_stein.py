@@ -23,6 +23,7 @@ import samplers
 from samplers import stein
 from samplers.stein import kernels, mirror
 from samplers.stein.kernels import stein_direction
+from samplers.verify.stein import run_duals
 from samplers.targets import dirichlet
 
 EPS32 = float(np.finfo(np.float32).eps)
@@ -154,16 +155,6 @@ def test_from_potential_derives_the_inverse_by_newton():
 
 # --------------------------------------------------------- exact reductions to SVGD
 
-def _scan(alg, num_steps):
-    @jax.jit
-    def go(state):
-        def body(s, _):
-            s, _ = alg.step(None, s)
-            return s, s.dual
-        return jax.lax.scan(body, state, None, length=num_steps)
-    return go
-
-
 def test_reductions_to_svgd_and_constant_hessian_cases():
     """Exact special cases (float64; A.4 of the project notes, from eqs. 9 and 11 of the paper):
 
@@ -177,13 +168,13 @@ def test_reductions_to_svgd_and_constant_hessian_cases():
     with jax.enable_x64(True):
         x0 = jnp.asarray(np.random.default_rng(2).normal(size=(12, 2)))
         svgd = stein.svgd(gaussian_logdensity, kernel=kernel, step_size=eps)
-        _, path = _scan(svgd, steps)(svgd.init(x0))
+        _, path = run_duals(svgd, x0, steps)
         assert float(jnp.max(jnp.abs(path[-1] - x0))) > 1e-2  # the particles do move
         quad = mirror.from_potential(lambda t: 0.5 * jnp.sum(t * t), grad_psi_star=lambda e: e)
         for alg in (stein.msvgd(gaussian_logdensity, quad, kernel=kernel, step_size=eps),
                     stein.svmd(gaussian_logdensity, quad, kernel=kernel, step_size=eps,
                                threshold=None, jitter=0.0)):
-            _, other = _scan(alg, steps)(alg.init(x0))
+            _, other = run_duals(alg, x0, steps)
             np.testing.assert_allclose(other, path, rtol=0, atol=1e-9, err_msg=alg.name)
         svng = stein.svng(gaussian_logdensity, lambda t: jnp.eye(2), kernel=kernel,
                           step_size=eps, threshold=None, jitter=0.0)

@@ -37,6 +37,7 @@ from scipy.stats import multivariate_normal as mvn
 
 import diffusion
 from diffusion import scores
+from diffusion.verify import exact_sde_law
 
 SLOPE_TOL = 0.25
 Z = 5.0
@@ -172,44 +173,10 @@ def test_hutchinson_log_likelihood_is_unbiased():
 # ---------------------------------------------------------------------- reverse-SDE samplers
 
 def _exact_sde_law(solver, sde, k, t_min=T_MIN):
-    """Mean and variance, per eigen-direction of COV, of the output of `solver` with k uniform
-    steps from the exact p_T (the score is affine, each step affine + Gaussian noise). Written
-    from the update formulas (Ho et al. eq. 7 posterior; Li et al. README; Euler-Maruyama),
-    independently of the package."""
-    lam, u = np.linalg.eigh(COV)
-    m_data = u.T @ MU
-    ts = np.linspace(sde.t_max, t_min, k + 1)
-    # VP linear in closed form (numpy): log alpha = -t^2 (b1 - b0)/4 - t b0/2
-    assert isinstance(sde, diffusion.VPSDE) and sde.schedule == "linear"
-    db, b0 = sde.beta_max - sde.beta_min, sde.beta_min
-    al = lambda t: math.exp(-0.25 * t * t * db - 0.5 * t * b0)  # noqa: E731
-    sg = lambda t: math.sqrt(1.0 - al(t) ** 2)  # noqa: E731
-    mean, var = al(ts[0]) * m_data, al(ts[0]) ** 2 * lam + sg(ts[0]) ** 2
-    for s, t in zip(ts[:-1], ts[1:]):
-        v_s = al(s) ** 2 * lam + sg(s) ** 2
-        # score(x) = -(x - a_s m) / v_s = P x + q
-        p, q = -1.0 / v_s, al(s) * m_data / v_s
-        if solver == "ddpm":
-            a_ts = al(s) / al(t)
-            var_ts = sg(s) ** 2 - a_ts ** 2 * sg(t) ** 2
-            c1, c2 = a_ts * sg(t) ** 2 / sg(s) ** 2, al(t) * var_ts / sg(s) ** 2
-            # x0hat = (x + sg_s^2 (P x + q)) / a_s
-            lin, off = c1 + c2 * (1 + sg(s) ** 2 * p) / al(s), c2 * sg(s) ** 2 * q / al(s)
-            noise = var_ts * sg(t) ** 2 / sg(s) ** 2
-            mean, var = lin * mean + off, lin ** 2 * var + noise
-        elif solver == "li_accelerated_sde":
-            a = (al(s) / al(t)) ** 2
-            c2 = 0.5 * (1 - a)
-            var = var + c2                       # Y+ = Y + sqrt((1-a)/2) Z
-            lin = (1 + (1 - a) * p) / math.sqrt(a)
-            mean, var = lin * mean + (1 - a) * q / math.sqrt(a), lin ** 2 * var + c2
-        elif solver == "euler_maruyama":
-            dt = s - t
-            f, g2 = -0.5 * (b0 + s * db), b0 + s * db
-            lin = 1 - dt * (f - g2 * p)
-            mean, var = lin * mean + dt * g2 * q, lin ** 2 * var + g2 * dt
-    a, s = al(t_min), sg(t_min)
-    return mean, var, a * m_data, a * a * lam + s * s, u
+    """The exact output law of `solver` with k uniform steps on the module's Gaussian, per
+    eigen-direction of COV (:func:`diffusion.verify.exact_sde_law`, written from the update
+    formulas independently of the solvers)."""
+    return exact_sde_law(solver, sde, MU, COV, k, t_min)
 
 
 def _w2_1d(m1, v1, m2, v2):

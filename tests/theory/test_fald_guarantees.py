@@ -14,32 +14,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy.linalg import solve_discrete_lyapunov
 
 import samplers
 from mc import assert_within, mc_mean
 from samplers import federated
-
-
-def _round_map(A, mu, p, w, eta, K, rho):
-    """(M, b, Q) of one round for client precisions A (N, d, d), means mu (N, d)."""
-    d = A.shape[1]
-    G = [np.eye(d) - eta * A[c] / p[c] for c in range(len(p))]
-    Gk = [np.linalg.matrix_power(g, K) for g in G]
-    M = sum(w[c] * Gk[c] for c in range(len(p)))
-    b = sum(w[c] * (np.eye(d) - Gk[c]) @ mu[c] for c in range(len(p)))
-    Q = np.zeros((d, d))
-    for j in range(K):
-        Gj = [np.linalg.matrix_power(g, j) for g in G]
-        shared = sum(w[c] * Gj[c] for c in range(len(p)))
-        Q += 2 * eta * rho ** 2 * shared @ shared.T
-        Q += 2 * eta * (1 - rho ** 2) * sum(w[c] ** 2 / p[c] * Gj[c] @ Gj[c].T for c in range(len(p)))
-    return M, b, Q
-
-
-def _stationary(A, mu, p, eta, K, rho):
-    M, b, Q = _round_map(A, mu, p, p, eta, K, rho)
-    return np.linalg.solve(np.eye(len(b)) - M, b), solve_discrete_lyapunov(M, Q)
+from samplers.verify.federated import client_logdensities as _lps
+from samplers.verify.federated import round_map as _round_map
+from samplers.verify.federated import stationary as _stationary
 
 
 def _stationary_partial(a, mu, p, eta, K, rho, scheme, S):
@@ -63,11 +44,6 @@ def _stationary_partial(a, mu, p, eta, K, rho, scheme, S):
     m = Eb / (1 - EM)
     second = (2 * m * EMb + Eb2 + EQ) / (1 - EM2)
     return m, second - m ** 2
-
-
-def _lps(A, mu):
-    return [lambda x, a=jnp.asarray(a, jnp.float32), m=jnp.asarray(m, jnp.float32):
-            -0.5 * (x - m) @ a @ (x - m) for a, m in zip(A, mu)]
 
 
 def _run(fed, x0, rounds, warmup, chains=500, key=0):

@@ -13,6 +13,7 @@ import pytest
 
 import samplers
 from mc import assert_within, mc_mean
+from samplers.verify.langevin import gaussian_mean_model
 
 S2 = 2.0  # target variance for ULA
 
@@ -32,21 +33,11 @@ def test_ula_biased_stationary_variance(h):
         assert abs(var - S2) > 5 * se
 
 
-def _gaussian_mean_model(n_data=100, s=1.0, lambda0=1.0):
-    data = jnp.asarray(np.random.default_rng(0).normal(1.0, 1.5, n_data), dtype=jnp.float32)
-    logprior = lambda th: -0.5 * lambda0 * jnp.sum(th ** 2)  # noqa: E731
-    loglik = lambda th, xi: -0.5 * jnp.sum((xi - th) ** 2) / s ** 2  # noqa: E731
-    a = lambda0 + n_data / s ** 2
-    post_mean = float(jnp.sum(data)) / s ** 2 / a
-    return data, logprior, loglik, a, post_mean
-
-
 def test_sgld_bias_grows_with_step_size_as_predicted():
     """Mean exact at every h; variance (2 + h g)/(a (2 - h a)) grows with h (Vollmer et al. 2016)."""
     n_data, batch = 100, 10
-    data, logprior, loglik, a, post_mean = _gaussian_mean_model(n_data)
-    v = float(jnp.var(data))  # population variance (1/N)
-    g = (n_data ** 2) * v / batch * (n_data - batch) / (n_data - 1)  # without replacement
+    # g: the minibatch gradient's noise variance, batches without replacement
+    data, logprior, loglik, a, post_mean, g = gaussian_mean_model(n_data, batch)
     grad = samplers.minibatch_gradient(logprior, loglik, n_data)
     batches = samplers.data.minibatches(data[:, None], batch)
     variances = []

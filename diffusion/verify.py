@@ -1,0 +1,176 @@
+"""Guarantee checks of the PF-ODE and reverse-SDE samplers (``samplers verify --method
+diffusion``), registered through the ``samplers.checks`` entry point
+``diffusion = "diffusion.verify:checks"``.
+
+On Gaussian data N(mu, Sigma) with the exact score every answer is exact: the PF-ODE flow map
+has a closed form (:func:`diffusion.gaussian_flow`) and every reverse-SDE step is affine plus
+Gaussian noise, so its output law is propagated exactly per eigen-direction of Sigma (shared
+notes smc-diffusion-detail.md, B3 and B6). The data are the notes' 3-d Gaussian: mean
+(1, -0.5, 0.3), eigenvalues (0.05, 0.5, 2), here in a random eigenbasis drawn from the key;
+VP linear schedule, from t_max = 1 (x_T drawn from the exact p_T) to t_min = 1e-3, float64.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from samplers.verify import Check, Outcome, near, within
+
+from . import scores
+from .sde import VPSDE
+from .solvers import gaussian_flow, solve_ode, solve_sde
+
+MEAN = np.array([1.0, -0.5, 0.3])
+EIGENVALUES = np.array([0.05, 0.5, 2.0])
+T_MIN = 1e-3
+# the fitted order of an order-p method must round to p (not be taken for p - 1 or p + 1)
+ORDER_TOL = 0.5
+
+
+def gaussian_data(key):
+    """The notes' 3-d Gaussian with a random eigenbasis: (mean, cov) in float64 numpy."""
+    rot = np.linalg.qr(np.asarray(jax.random.normal(key, (3, 3)), np.float64))[0]
+    return MEAN, (rot * EIGENVALUES) @ rot.T
+
+
+def marginal(sde, mean, cov, t):
+    """Mean and covariance of p_t = N(alpha_t mu, alpha_t^2 Sigma + sigma_t^2 I)."""
+    a, s = float(sde.alpha(t)), float(sde.sigma(t))
+    return a * mean, a * a * cov + s * s * np.eye(len(mean))
+
+
+def draw_prior(key, sde, mean, cov, n: int):
+    """n draws of x_T from the exact p_{t_max} (float64)."""
+    m, c = marginal(sde, mean, cov, sde.t_max)
+    z = np.asarray(jax.random.normal(key, (n, len(mean))), np.float64)
+    return jnp.asarray(m + z @ np.linalg.cholesky(c).T)
+
+
+def fitted_order(steps, errors) -> float:
+    """Minus the least-squares slope of log error on log steps."""
+    return -float(np.polyfit(np.log(steps), np.log(errors), 1)[0])
+
+
+def ode_order(solver: str, order: int, paper: str, solve: Callable = solve_ode) -> Check:
+    """A PF-ODE solver of order p has global error O(K^{-p}) in K steps (Lu et al. 2022,
+    Thm 3.2 for DPM-Solver-k in the log-SNR step; classical Runge-Kutta theory in t; Li et al.
+    2024 for their accelerated sampler, O(1/T^2)). Measured: the fitted order of the RMS
+    endpoint error against the exact flow (:func:`diffusion.gaussian_flow`) over doubling K,
+    on each solver's default grid (log-SNR for exponential integrators). Passes when it rounds
+    to p (|fitted - p| <= 1/2). ``solve(x_T, sde, score, solver=, num_steps=, t_min=)``
+    runs the solver (a broken copy makes it fail)."""
+
+    def measure(key, full: bool) -> Outcome:
+        n, steps = (1000, (80, 160, 320, 640)) if full else (64, (40, 80, 160))
+        k_data, k_prior = jax.random.split(key)
+        mean, cov = gaussian_data(k_data)
+        with jax.enable_x64(True):
+            sde = VPSDE()
+            score = scores.gaussian(sde, mean, cov)
+            x_T = draw_prior(k_prior, sde, mean, cov, n)
+            exact = gaussian_flow(x_T, sde, mean, cov, sde.t_max, T_MIN)
+            errors = [float(jnp.sqrt(jnp.mean(jnp.sum(
+                (solve(x_T, sde, score, solver=solver, num_steps=k, t_min=T_MIN) - exact) ** 2,
+                -1)))) for k in steps]
+        fitted = fitted_order(steps, errors)
+        return near(fitted, order, ORDER_TOL,
+                    f"fitted order of the RMS endpoint error at K = "
+                    f"{', '.join(map(str, steps))}, {n} paths", "the order rounds to p")
+
+    return Check(solver, paper, f"global error O(K^-{order})", measure)
+
+
+def exact_sde_law(solver, sde, mean_data, cov, k, t_min=T_MIN):
+    """Mean and variance, per eigen-direction of ``cov``, of the output of ``solver`` with k
+    uniform steps from the exact p_T (the score is affine, each step affine + Gaussian noise),
+    and those of the target p_{t_min}. Written from the update formulas (Ho et al. 2020 eq. 7
+    posterior; Li et al. 2024 README; Euler-Maruyama), independently of the package.
+
+    Returns ``(mean, var, target_mean, target_var, eigenvectors)``."""
+    lam, u = np.linalg.eigh(cov)
+    m_data = u.T @ mean_data
+    ts = np.linspace(sde.t_max, t_min, k + 1)
+    # VP linear in closed form (numpy): log alpha = -t^2 (b1 - b0)/4 - t b0/2
+    assert isinstance(sde, VPSDE) and sde.schedule == "linear"
+    db, b0 = sde.beta_max - sde.beta_min, sde.beta_min
+    al = lambda t: math.exp(-0.25 * t * t * db - 0.5 * t * b0)  # noqa: E731
+    sg = lambda t: math.sqrt(1.0 - al(t) ** 2)  # noqa: E731
+    mean, var = al(ts[0]) * m_data, al(ts[0]) ** 2 * lam + sg(ts[0]) ** 2
+    for s, t in zip(ts[:-1], ts[1:]):
+        v_s = al(s) ** 2 * lam + sg(s) ** 2
+        # score(x) = -(x - a_s m) / v_s = P x + q
+        p, q = -1.0 / v_s, al(s) * m_data / v_s
+        if solver == "ddpm":
+            a_ts = al(s) / al(t)
+            var_ts = sg(s) ** 2 - a_ts ** 2 * sg(t) ** 2
+            c1, c2 = a_ts * sg(t) ** 2 / sg(s) ** 2, al(t) * var_ts / sg(s) ** 2
+            # x0hat = (x + sg_s^2 (P x + q)) / a_s
+            lin, off = c1 + c2 * (1 + sg(s) ** 2 * p) / al(s), c2 * sg(s) ** 2 * q / al(s)
+            noise = var_ts * sg(t) ** 2 / sg(s) ** 2
+            mean, var = lin * mean + off, lin ** 2 * var + noise
+        elif solver == "li_accelerated_sde":
+            a = (al(s) / al(t)) ** 2
+            c2 = 0.5 * (1 - a)
+            var = var + c2                       # Y+ = Y + sqrt((1-a)/2) Z
+            lin = (1 + (1 - a) * p) / math.sqrt(a)
+            mean, var = lin * mean + (1 - a) * q / math.sqrt(a), lin ** 2 * var + c2
+        elif solver == "euler_maruyama":
+            dt = s - t
+            f, g2 = -0.5 * (b0 + s * db), b0 + s * db
+            lin = 1 - dt * (f - g2 * p)
+            mean, var = lin * mean + dt * g2 * q, lin ** 2 * var + g2 * dt
+        else:
+            raise ValueError(f"no exact law for solver {solver!r}")
+    a, s = al(t_min), sg(t_min)
+    return mean, var, a * m_data, a * a * lam + s * s, u
+
+
+def sde_law(solver: str, paper: str, guarantee: str, solve: Callable = solve_sde) -> Check:
+    """A reverse-SDE sampler with K = 10 uniform steps outputs, on Gaussian data with the exact
+    score, exactly the Gaussian law propagated by :func:`exact_sde_law` (far from the target at
+    K = 10, so the check discriminates). Measured along the data's smallest-eigenvalue
+    direction e (the stiffest, where the K-step law differs most from the target): the sample
+    mean of (e.(x - alpha mu))^2 / v, v the target's variance there, against its exact value
+    ((m - alpha mu_e)^2 + s^2) / v, with the i.i.d. standard error. ``solve(key, x_T, sde,
+    score, solver=, num_steps=, t_min=)`` runs the sampler (a broken copy makes it fail)."""
+    k = 10
+
+    def measure(key, full: bool) -> Outcome:
+        n = 200_000 if full else 20_000
+        k_data, k_prior, k_run = jax.random.split(key, 3)
+        mean_data, cov = gaussian_data(k_data)
+        with jax.enable_x64(True):
+            sde = VPSDE()
+            score = scores.gaussian(sde, mean_data, cov)
+            x_T = draw_prior(k_prior, sde, mean_data, cov, n)
+            x = np.asarray(solve(k_run, x_T, sde, score, solver=solver, num_steps=k,
+                                 t_min=T_MIN))
+            mean, var, tgt_mean, tgt_var, u = exact_sde_law(solver, sde, mean_data, cov, k)
+        stat = (x @ u[:, 0] - tgt_mean[0]) ** 2 / tgt_var[0]
+        exact = ((mean[0] - tgt_mean[0]) ** 2 + var[0]) / tgt_var[0]
+        return within(stat.mean(), exact, stat.std(ddof=1) / math.sqrt(n),
+                      f"E[(e.(x - alpha mu))^2] / target variance along the smallest "
+                      f"eigenvalue, K = {k} steps, n = {n} (target's own value: 1)")
+
+    return Check(solver, paper, guarantee, measure)
+
+
+def checks() -> list[Check]:
+    """The diffusion checks, in the table's order: one PF-ODE solver per order (and Li et
+    al.'s accelerated sampler), then the reverse-SDE samplers' exact laws."""
+    return [
+        ode_order("euler", 1, "Song et al. 2021"),
+        ode_order("ddim", 1, "Lu et al. 2022"),
+        ode_order("heun", 2, "Karras et al. 2022"),
+        ode_order("dpm_solver_2", 2, "Lu et al. 2022"),
+        ode_order("li_accelerated", 2, "Li et al. 2024"),
+        ode_order("dpm_solver_3", 3, "Lu et al. 2022"),
+        ode_order("rk4", 4, "Song et al. 2021"),
+        sde_law("ddpm", "Ho et al. 2020", "output law = exact ancestral-sampling law"),
+        sde_law("li_accelerated_sde", "Li et al. 2024", "output law = exact law of its update"),
+        sde_law("euler_maruyama", "Song et al. 2021", "output law = exact law of its update"),
+    ]
