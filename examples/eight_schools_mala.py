@@ -69,9 +69,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory for the plot")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--warmup", type=int, default=1000, help="warm-up draws per chain")
+    parser.add_argument("--samples", type=int, default=2000, help="kept draws per chain")
     args = parser.parse_args(argv)
 
-    mcmc = sample(args.seed)
+    mcmc = sample(args.seed, args.warmup, args.samples)
     idata = az.from_numpyro(mcmc)
     print(az.summary(idata, var_names=["mu", "tau", "theta"]).to_string())
     print(f"mean acceptance rate {float(idata.sample_stats['acceptance_rate'].mean()):.3f}")

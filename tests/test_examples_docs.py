@@ -26,10 +26,9 @@ def _run(args: list[str], timeout: float) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout, check=False)
 
 
-@pytest.mark.slow  # 20-25 s; its method is checked in test_numpyro / test_federated
 def test_eight_schools_example_runs_and_writes_its_trace_plot(tmp_path):
-    result = _run([str(ROOT / "examples" / "eight_schools_mala.py"), "--out", str(tmp_path)],
-                  timeout=EXAMPLE_LIMIT_S)
+    result = _run([str(ROOT / "examples" / "eight_schools_mala.py"), "--out", str(tmp_path),
+                   "--warmup", "200", "--samples", "200"], timeout=EXAMPLE_LIMIT_S)
     assert result.returncode == 0, result.stderr[-3000:]
     plot = tmp_path / "eight_schools_trace.png"
     assert plot.exists() and plot.stat().st_size > 0, result.stdout[-2000:]
@@ -40,10 +39,9 @@ def test_eight_schools_example_runs_and_writes_its_trace_plot(tmp_path):
         assert site in summary, summary
 
 
-@pytest.mark.slow  # 20-25 s; its method is checked in test_numpyro / test_federated
 def test_federated_example_runs_and_writes_its_plot(tmp_path):
     result = _run([str(ROOT / "examples" / "federated_logistic.py"), "--out", str(tmp_path),
-                   "--rounds", "200", "--burn-in", "50"], timeout=EXAMPLE_LIMIT_S)
+                   "--rounds", "100", "--burn-in", "20", "--chains", "4"], timeout=EXAMPLE_LIMIT_S)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "federated_logistic.png").stat().st_size > 0
 
@@ -55,6 +53,21 @@ def test_sliced_flow_example_runs_and_writes_its_plot(tmp_path):
     assert (tmp_path / "sliced_flow.png").stat().st_size > 0
 
 
+def test_diffusion_example_runs_and_writes_its_plots(tmp_path):
+    result = _run([str(ROOT / "examples" / "diffusion_solvers.py"), "--out", str(tmp_path),
+                   "--steps", "5,10", "--num-samples", "200"], timeout=EXAMPLE_LIMIT_S)
+    assert result.returncode == 0, result.stderr[-3000:]
+    plots = list(tmp_path.rglob("*.png"))
+    assert plots and all(p.stat().st_size > 0 for p in plots), sorted(tmp_path.rglob("*"))
+
+
+def test_every_example_has_a_smoke_test():
+    """Each script in examples/ is run by a test here or next to its method's tests."""
+    tests = "".join(p.read_text() for p in (ROOT / "tests").glob("test_*.py"))
+    for script in sorted((ROOT / "examples").glob("*.py")):
+        assert f'"{script.name}"' in tests, f"examples/{script.name} has no smoke test"
+
+
 def test_docs_build_strict(tmp_path):
     pytest.importorskip("mkdocs")
     site = tmp_path / "site"
@@ -63,6 +76,11 @@ def test_docs_build_strict(tmp_path):
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     for page in ("index.html", "getting-started/index.html", "langevin/index.html", "vi/index.html", "federated/index.html",
                  "sliced/index.html", "diffusion/index.html", "stein/index.html", "smc/index.html",
-                 "api/index.html", "benchmarks/index.html"):
+                 "api/index.html", "benchmarks/index.html", "which-sampler/index.html",
+                 "guarantees/index.html", "bench-report/index.html"):
         assert (site / page).exists(), page
     assert "samplers.langevin.mala" in (site / "api" / "index.html").read_text()
+    # the generated pages hold what `samplers verify` and `samplers bench` wrote
+    assert "<!-- generated" not in (site / "guarantees" / "index.html").read_text()
+    assert "peer/ours" in (site / "bench-report" / "index.html").read_text()
+    assert "pass" in (site / "guarantees" / "index.html").read_text()
