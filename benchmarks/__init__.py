@@ -1,8 +1,8 @@
 """Side-by-side benchmarks of ``samplers`` against its peers; ``python -m benchmarks --quick``.
 
 ``BENCHMARKS`` maps each benchmark's name to its module; ``benchmarks.harness.main(BENCHMARKS)``
-is the command line (also what ``samplers bench`` should call from a source checkout).
-Not part of the installed distribution, and nothing in ``samplers`` imports from here.
+is the command line. Not part of the installed distribution: ``samplers bench`` loads it from
+the current directory (a source checkout), and no library module imports it.
 """
 
 BENCHMARKS = {

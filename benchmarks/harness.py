@@ -22,6 +22,7 @@ import math
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
@@ -253,11 +254,11 @@ def run_benchmark(module, quick: bool, out_dir, repeats: Optional[int] = None) -
     return md_path
 
 
-def combined_report(md_paths: Iterable[Path], machine: dict, quick: bool) -> str:
-    """One markdown report: the machine and versions, then each benchmark's page."""
+def combined_report(md_paths: Iterable[Path], machine: dict, quick: bool, command: str) -> str:
+    """One markdown report: the command, the machine and versions, then each benchmark's page."""
     parts = ["# samplers against its peers", "",
-             f"{'Quick' if quick else 'Full'} run (`samplers bench{' --quick' if quick else ''}`"
-             f"). Machine: {machine_markdown(machine)}", "",
+             f"{'Quick' if quick else 'Full'} run (`{command}`). Machine: "
+             f"{machine_markdown(machine)}", "",
              "Every ratio is peer time / our time, measured side by side in one process "
              "(> 1: samplers is faster); each section below names its peer, sizes and "
              "agreement check.", ""]
@@ -277,7 +278,8 @@ def main(modules: dict[str, str], argv: Optional[list[str]] = None,
                                      description="samplers against its peers, side by side")
     parser.add_argument("names", nargs="*", metavar="NAME",
                         help=f"benchmarks to run (default: all of {', '.join(modules)})")
-    parser.add_argument("--quick", action="store_true", help="small sizes (about 2 minutes)")
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes (about 5 minutes for all on 2 CPU cores)")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="directory for .json and .md")
     parser.add_argument("--repeats", type=int, default=None, help="timings per side")
     args = parser.parse_args(argv)
@@ -287,6 +289,7 @@ def main(modules: dict[str, str], argv: Optional[list[str]] = None,
     pages = [run_benchmark(importlib.import_module(modules[name]), args.quick, args.out,
                            args.repeats) for name in args.names or list(modules)]
     report = Path(args.out) / "report.md"
-    report.write_text(combined_report(pages, machine_info(), args.quick))
+    command = " ".join([prog or "python -m benchmarks", *(sys.argv[1:] if argv is None else argv)])
+    report.write_text(combined_report(pages, machine_info(), args.quick, command))
     print(f"wrote {report}")
     return 0

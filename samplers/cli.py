@@ -139,6 +139,10 @@ def bench_main(argv: Sequence[str]) -> int:
     the installed package), then one report, ``DIR/report.md``."""
     root = os.getcwd()
     if not os.path.isfile(os.path.join(root, "benchmarks", "harness.py")):
+        if {"-h", "--help"} & set(argv):
+            print("usage: samplers bench [NAME ...] [--quick] [--out DIR] [--repeats N]\n\n"
+                  + (bench_main.__doc__ or ""))
+            return 0
         print("samplers bench runs the benchmarks of a source checkout: run it from the "
               "repository root (where benchmarks/ is) after pip install \".[bench]\"; "
               f"no benchmarks/harness.py under {root}", file=sys.stderr)

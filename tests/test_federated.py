@@ -105,7 +105,9 @@ SHARDED_SCRIPT = textwrap.dedent("""
 
 
 def test_sharded_run_equals_the_single_device_run():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    flags = os.environ.get("XLA_FLAGS", "")  # keep the suite's (tests/conftest.py)
+    env = dict(os.environ, XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count=8",
+               JAX_PLATFORMS="cpu")
     result = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT], capture_output=True, text=True,
                             env=env, timeout=300)
     assert result.returncode == 0 and "OK" in result.stdout, result.stdout + result.stderr[-3000:]
@@ -143,7 +145,9 @@ def test_multi_host_run_equals_the_single_device_run():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = str(s.getsockname()[1])
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    flags = os.environ.get("XLA_FLAGS", "")  # keep the suite's (tests/conftest.py)
+    env = dict(os.environ, XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count=2",
+               JAX_PLATFORMS="cpu")
     workers = [subprocess.Popen([sys.executable, "-c", MULTIHOST_WORKER, str(i), port], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for i in range(2)]

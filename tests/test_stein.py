@@ -387,7 +387,8 @@ def test_particles_sharded_over_eight_devices_equal_the_single_device_run():
     """With ``mesh=``, each of 8 (CPU) devices scores its own particles and sums the
     interaction for its own rows after an all-gather: the run equals the single-device one
     to float32 round-off, for MSVGD on the simplex and SVGD on a pytree."""
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+    flags = os.environ.get("XLA_FLAGS", "")  # keep the suite's (tests/conftest.py)
+    env = dict(os.environ, XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count=8",
                JAX_PLATFORMS="cpu")
     result = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT], capture_output=True,
                             text=True, env=env, timeout=300)

@@ -61,3 +61,8 @@ def test_unknown_method_names_the_known_ones(capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "no check named nuts" in err and "ula" in err
+
+
+def test_no_registered_checks_is_a_failure(capsys):
+    assert verify.main([], checks=[]) == 1
+    assert "no guarantee checks are registered" in capsys.readouterr().err

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from samplers.diagnostics import gaussian_w2
 from samplers.verify import Check, Outcome, at_most, mc_mean, within
 
 from .fbgvi import VIState, fbgvi, sfbgvi
@@ -68,7 +69,10 @@ def fbgvi_contraction(make: Callable = fbgvi) -> Check:
             alg = make(quadratic_logdensity(A, mu), h, expectation="exact_gaussian")
             _, trace = alg.run(key, Gaussian.standard(d, jnp.float64), steps,
                                num_elbo_samples=0, on_nonfinite="ignore")
-            w2 = trace.w2_squared_to(mu, np.linalg.inv(A))
+            # W2 by samplers.diagnostics (Bures formula), not by the trace's own method
+            w2 = np.asarray(jax.vmap(gaussian_w2, (0, 0, None, None))(
+                jnp.asarray(trace.mean), jnp.asarray(trace.cov), jnp.asarray(mu),
+                jnp.asarray(np.linalg.inv(A)))) ** 2
         w2_0 = np.sum(mu ** 2) + np.sum((1 - 1 / np.sqrt(lam)) ** 2)
         factors = w2_step_factors(np.concatenate([[w2_0], w2]))
         return at_most(factors.max(), 1 - lam.min() * h,

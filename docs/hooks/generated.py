@@ -1,7 +1,8 @@
 """MkDocs hook: fills the generated pages from the files the tools write.
 
 ``<!-- generated: guarantees -->`` becomes the table of ``docs/generated/verify.json``
-(written by ``samplers verify --full --json docs/generated/verify.json``), and
+(written by ``samplers verify --full --json docs/generated/verify.json --markdown
+docs/generated/guarantees.md``), and
 ``<!-- generated: bench -->`` the report ``docs/generated/bench/report.md`` (written by
 ``samplers bench --out docs/generated/bench``). A missing file is a warning, so
 ``mkdocs build --strict`` fails rather than publish an empty page.
@@ -18,16 +19,12 @@ log = logging.getLogger("mkdocs.hooks.generated")
 
 
 def _guarantees() -> str:
-    from samplers.verify import Result, markdown_table
+    from samplers.verify import Result, markdown_report
 
     data = json.loads((GENERATED / "verify.json").read_text())
     rows = [Result(**{k: (math.nan if v is None and k in ("measured", "theory") else v)
                       for k, v in row.items()}) for row in data["results"]]
-    passed = sum(r.passed for r in rows)
-    head = (f"{passed} of {len(rows)} checks passed ({'full' if data['full'] else 'quick'} "
-            f"sizes, seed {data['seed']}, jax {data['jax']} on {data['backend']}"
-            + (f", {data['machine']}" if data.get("machine") else "") + ").\n\n")
-    return head + markdown_table(rows)
+    return markdown_report(rows, data)
 
 
 def _bench() -> str:

@@ -317,6 +317,9 @@ def _mirrored(name, logdensity_fn, mm, kernel, step_size, optimizer, block_size,
     _check_kernel(kernel)
     _check_block(block_size)
     _check_mesh(mesh)
+    if mesh is not None and pull_back is not None:
+        raise ValueError(f"{name} takes no mesh: its step pulls back by the metric at every "
+                         "particle, which the sharded direction does not compute")
     opt = _make_optimizer(step_size, optimizer)
 
     def init(position, key=None):

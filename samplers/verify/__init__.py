@@ -20,6 +20,7 @@ import platform
 import sys
 import time
 import traceback
+import zlib
 from importlib.metadata import entry_points
 from typing import Callable, NamedTuple, Optional, Sequence
 
@@ -29,7 +30,7 @@ import numpy as np
 from .. import diagnostics
 
 __all__ = ["Check", "Outcome", "Result", "mc_mean", "within", "near", "at_most", "all_checks", "run_checks",
-           "markdown_table", "main"]
+           "markdown_table", "markdown_report", "main"]
 
 
 class Outcome(NamedTuple):
@@ -120,9 +121,20 @@ def all_checks() -> list[Check]:
                      key=lambda e: (rank.get(e.name, len(rank)), e.name))
     checks = []
     for entry in entries:
-        for check in entry.load()():
-            checks.append(check if check.group else check._replace(group=entry.name))
+        try:
+            found = entry.load()()
+        except Exception as exc:  # a group that cannot load is one failed row, not a crash
+            found = [_unloadable(entry.name, entry.value, exc)]
+        checks.extend(c if c.group else c._replace(group=entry.name) for c in found)
     return checks
+
+
+def _unloadable(group: str, target: str, exc: Exception) -> Check:
+    def fail(key, full):
+        raise RuntimeError(f"the checks of {group!r} ({target}) did not load: "
+                           f"{type(exc).__name__}: {exc}")
+
+    return Check(group, "-", "its checks load", fail, group)
 
 
 def select(checks: Sequence[Check], names: Optional[Sequence[str]]) -> list[Check]:
@@ -148,7 +160,7 @@ def run_check(check: Check, key, full: bool) -> Result:
         error = None
     except Exception as exc:  # a check that cannot run has failed
         out = Outcome(math.nan, math.nan, "raised", False, "")
-        error = f"{type(exc).__name__}: {exc}"
+        error = " ".join(f"{type(exc).__name__}: {exc}".split())  # one line, for the table
         traceback.print_exc()
     return Result(check.method, check.group, check.paper, check.guarantee, out.what,
                   float(out.measured), float(out.theory), out.criterion, bool(out.passed),
@@ -157,11 +169,13 @@ def run_check(check: Check, key, full: bool) -> Result:
 
 def run_checks(checks: Sequence[Check], seed: int = 0, full: bool = False,
                echo: Optional[Callable[[Result], None]] = None) -> list[Result]:
-    """Run ``checks`` with independent keys (``fold_in(key(seed), i)``), in order."""
+    """Run ``checks`` in order, each with its own key ``fold_in(key(seed), crc32(method))``:
+    a check gives the same numbers alone (``--method``) as in the whole table."""
     key = jax.random.key(seed)
     results = []
-    for i, check in enumerate(checks):
-        result = run_check(check, jax.random.fold_in(key, i), full)
+    for check in checks:
+        method_key = jax.random.fold_in(key, zlib.crc32(check.method.encode()) & 0x7FFFFFFF)
+        result = run_check(check, method_key, full)
         results.append(result)
         if echo is not None:
             echo(result)
@@ -192,6 +206,14 @@ def markdown_table(results: Sequence[Result]) -> str:
     return head + "\n".join(rows) + "\n"
 
 
+def markdown_report(results: Sequence[Result], meta: dict) -> str:
+    """The count of passed checks, the run's sizes, seed and machine, then the table."""
+    passed = sum(r.passed for r in results)
+    return (f"{passed} of {len(results)} checks passed ({'full' if meta['full'] else 'quick'} "
+            f"sizes, seed {meta['seed']}, jax {meta['jax']} on {meta['backend']}, "
+            f"{meta['machine']}).\n\n" + markdown_table(results))
+
+
 def _json_row(r: Result) -> dict:
     """A result as JSON (a NaN, from a check that raised, becomes null)."""
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
@@ -207,10 +229,10 @@ def main(argv: Optional[Sequence[str]] = None, checks: Optional[Sequence[Check]]
         prog="samplers verify",
         description="Check each method against the convergence guarantee its paper proves.")
     parser.add_argument("--full", action="store_true",
-                        help="the sizes of the suite's slow studies (longer, tighter)")
+                        help="larger sizes (minutes; tighter standard errors)")
     parser.add_argument("--json", metavar="FILE", help="write the table as JSON to FILE")
     parser.add_argument("--markdown", metavar="FILE", help="write the table as markdown to FILE")
-    parser.add_argument("--method", nargs="+", metavar="NAME",
+    parser.add_argument("--method", nargs="+", action="extend", metavar="NAME",
                         help="run only these methods (or groups: langevin, stein, smc, ...)")
     parser.add_argument("--list", action="store_true", help="list the checks and exit")
     parser.add_argument("--seed", type=int, default=0)
@@ -220,27 +242,30 @@ def main(argv: Optional[Sequence[str]] = None, checks: Optional[Sequence[Check]]
         chosen = select(checks, args.method)
     except ValueError as exc:
         parser.error(str(exc))
+    if not chosen:
+        print("no guarantee checks are registered: install the package (pip install .) so "
+              "that its samplers.checks entry points exist", file=sys.stderr)
+        return 1
     if args.list:
         for c in chosen:
             print(f"{c.method:<22} {c.group:<10} {c.paper}: {c.guarantee}")
         return 0
+    for path in (args.json, args.markdown):  # a bad path fails now, not after the checks
+        if path:
+            open(path, "a").close()
     print(f"{len(chosen)} checks ({'full' if args.full else 'quick'} sizes), "
           f"jax {jax.__version__} on {jax.default_backend()}")
     results = run_checks(chosen, args.seed, args.full, echo=lambda r: print(_line(r), flush=True))
     failed = [r.method for r in results if not r.passed]
     print(f"{len(results) - len(failed)} of {len(results)} passed"
           + (f"; failed: {', '.join(failed)}" if failed else ""))
+    meta = {"full": args.full, "seed": args.seed, "jax": jax.__version__,
+            "backend": jax.default_backend(),
+            "machine": f"{platform.platform()}, {os.cpu_count()} CPUs"}
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"full": args.full, "seed": args.seed, "jax": jax.__version__,
-                       "backend": jax.default_backend(),
-                       "machine": f"{platform.platform()}, {os.cpu_count()} CPUs",
-                       "results": [_json_row(r) for r in results]}, f, indent=2)
+            json.dump({**meta, "results": [_json_row(r) for r in results]}, f, indent=2)
     if args.markdown:
         with open(args.markdown, "w") as f:
-            f.write(markdown_table(results))
+            f.write("# Guarantee table\n\n" + markdown_report(results, meta))
     return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
