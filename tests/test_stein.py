@@ -403,6 +403,9 @@ def test_direction_at_a_subset_of_rows_and_mesh_type():
     k = kernels.imq()
     full = stein_direction(x, s, k, 1.3, None, 16)
     part = stein_direction(x, s, k, 1.3, None, 16, rows=x[8:24])
-    np.testing.assert_allclose(part, full[8:24], rtol=0, atol=4 * EPS32 * float(jnp.max(jnp.abs(full))))
+    # the same sums over j, blocked differently: equal up to a few float32 roundings of the
+    # result (bitwise equal on XLA CPU today)
+    np.testing.assert_allclose(part, full[8:24], rtol=0,
+                               atol=4 * EPS32 * float(jnp.max(jnp.abs(full))))
     with pytest.raises(TypeError, match="mesh must be a jax.sharding.Mesh"):
         stein.svgd(gaussian_logdensity, step_size=0.1, mesh=8)
