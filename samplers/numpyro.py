@@ -8,12 +8,16 @@ so that ``numpyro.infer.MCMC`` (several chains, progress bar, ``get_samples``,
 """
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+from numpyro.handlers import seed
+from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.mcmc import MCMCKernel
-from numpyro.infer.util import initialize_model
+from numpyro.infer.util import initialize_model, potential_energy
 from numpyro.util import is_prng_key
 
 from .adaptation import (
@@ -24,30 +28,74 @@ from .base import Algorithm, tree_all_finite
 __all__ = ["logdensity", "kernel", "SamplersKernel", "KernelState"]
 
 
-def logdensity(model: Callable, *args, rng_key=None, **kwargs):
+def logdensity(model: Callable, *args, rng_key=None, num_chains: Optional[int] = None,
+               init_strategy: Callable = init_to_uniform, **kwargs):
     """The log-density of a NumPyro model over its unconstrained parameters.
 
     Args:
       model: a NumPyro model; ``args``/``kwargs`` are passed to it (observed data included).
-      rng_key: key for the initial point (drawn as NumPyro does, uniform in (-2, 2) on the
-        unconstrained scale); default ``jax.random.key(0)``.
+      rng_key: key for the initial point; default ``jax.random.key(0)``.
+      num_chains: if given, one initial point per chain (a leading chain axis: pass
+        ``chain_axis=True`` to :func:`samplers.run`), each drawn by ``init_strategy``.
+      init_strategy: a NumPyro init strategy (default ``init_to_uniform``: uniform in
+        (-2, 2) on the unconstrained scale, as NumPyro's kernels do).
 
     Returns:
       ``(logdensity_fn, initial_position, constrain_fn)``: ``logdensity_fn(z)`` is the joint
       log-density (Jacobians included) at the unconstrained dict ``z``; ``constrain_fn(z)``
       returns the constrained sample sites and deterministic sites. Both take a single
-      position; ``jax.vmap`` them for (chain, draw) batches.
+      position; pass ``constrain_fn`` to ``Trace.to_arviz(constrain_fn=...)`` to export the
+      model's own sites.
     """
-    info = initialize_model(jax.random.key(0) if rng_key is None else rng_key, model,
-                            model_args=args, model_kwargs=kwargs)
+    key = jax.random.key(0) if rng_key is None else rng_key
+    if num_chains is not None:
+        if not isinstance(num_chains, int) or isinstance(num_chains, bool) or num_chains < 1:
+            raise ValueError(f"num_chains must be an integer >= 1, got {num_chains!r}")
+        key = jax.random.split(key, num_chains)
+    info = initialize_model(key, model, init_strategy=init_strategy, model_args=args,
+                            model_kwargs=kwargs)
     potential_fn = info.potential_fn
     return (lambda z: -potential_fn(z)), info.param_info.z, info.postprocess_fn
 
 
+def _takes_grad_estimator(factory: Callable) -> bool:
+    """Whether ``factory`` (e.g. ``samplers.sgld``) is built on a gradient estimator
+    ``(position, batch) -> grad`` rather than on a log-density."""
+    try:
+        first = next(iter(inspect.signature(factory).parameters))
+    except (TypeError, ValueError, StopIteration):
+        return False
+    return first == "grad_estimator"
+
+
+def _enumerated_sites(model_trace) -> list[str]:
+    return [name for name, site in model_trace.items()
+            if site["type"] == "sample" and site.get("infer", {}).get("enumerate") == "parallel"]
+
+
+def _explain_enumeration(model: Callable, sites: list[str]) -> Callable:
+    """``model``, whose failure to draw an enumerated site without a key (NumPyro's
+    ``log_likelihood``, which ``az.from_numpyro`` calls, substitutes the continuous draws
+    only and cannot marginalise ``sites``) becomes an error that names the fix."""
+
+    @functools.wraps(model)
+    def wrapped(*args, **kwargs):
+        try:
+            return model(*args, **kwargs)
+        except AssertionError as error:
+            raise ValueError(
+                f"the model's enumerated discrete site(s) {sites} have no draws: NumPyro's "
+                "log_likelihood cannot marginalise them; export with "
+                "az.from_numpyro(mcmc, log_likelihood=False)") from error
+
+    return wrapped
+
+
 class KernelState(NamedTuple):
     """State of :class:`SamplersKernel`. ``z`` is the unconstrained position (NumPyro's
-    ``sample_field``); ``potential_energy`` = -log-density, ``accept_prob``, ``step_size``
-    and ``diverging`` are collected by default (ArviZ renames them lp, acceptance_rate)."""
+    ``sample_field``); ``potential_energy`` = -log-density, ``accept_prob`` (Metropolis-adjusted
+    samplers only), ``step_size`` and ``diverging`` are collected by default (ArviZ renames
+    them lp, acceptance_rate)."""
 
     i: jax.Array
     z: Any
@@ -60,56 +108,128 @@ class KernelState(NamedTuple):
     rng_key: jax.Array
 
 
+def _finite_state(state) -> jax.Array:
+    """True when the position, and the log-density where the sampler keeps one, are finite."""
+    finite = tree_all_finite(state.position)
+    logdensity = getattr(state, "logdensity", None)
+    return finite if logdensity is None else finite & jnp.isfinite(logdensity)
+
+
 class SamplersKernel(MCMCKernel):
     """A ``numpyro.infer.mcmc.MCMCKernel`` running a :mod:`samplers` algorithm.
 
-    During NumPyro's warm-up, samplers with a tunable step size (MALA) adapt it by dual
-    averaging (Hoffman & Gelman 2014) towards ``target_accept_prob``; the averaged step size
-    is kept afterwards.
+    * Each chain starts from its own point drawn by ``init_strategy`` (NumPyro's
+      ``init_to_uniform`` by default), unless ``init_params`` is given to ``MCMC.run``.
+    * A step whose position or log-density is not finite is not taken: the chain keeps its
+      last finite state and the step is counted in ``diverging`` (``MCMC.print_summary``
+      prints the number of divergences; ``az.summary`` and ``az.plot_trace`` read them).
+    * ``accept_prob`` is collected for Metropolis-adjusted samplers (MALA) only: an
+      unadjusted sampler (ULA, SGLD, underdamped) has none to report.
+    * During warm-up, samplers with a tunable step size (MALA) adapt it by dual averaging
+      (Hoffman & Gelman 2014, Algorithm 5) towards ``target_accept_prob``; the averaged step
+      size is kept afterwards.
+    * Samplers built on a gradient estimator (:func:`samplers.sgld`) get the model's
+      gradient; where the model subsamples its data with
+      ``numpyro.plate(name, N, subsample_size=n)``, each step draws a fresh minibatch and the
+      plate scales its log-likelihood by N / n (an unbiased gradient), else the gradient uses
+      all the data.
+    * Models with enumerated discrete sites (``infer={"enumerate": "parallel"}``) need
+      ``funsor`` (``pip install "samplers[enum]"``); NumPyro's pointwise log-likelihood
+      cannot marginalise them, so export with ``az.from_numpyro(mcmc, log_likelihood=False)``
+      (the same holds for NumPyro's NUTS).
     """
 
     sample_field = "z"
-    default_fields = ("z", "potential_energy", "accept_prob", "step_size", "diverging")
 
     def __init__(self, algorithm: Callable[..., Algorithm], model=None, potential_fn=None, *,
-                 adapt_step_size: bool = True, target_accept_prob: float = 0.574, **params):
+                 init_strategy: Callable = init_to_uniform, adapt_step_size: bool = True,
+                 target_accept_prob: float = 0.574, **params):
         if (model is None) == (potential_fn is None):
             raise ValueError("give exactly one of model= (a NumPyro model) or potential_fn= "
                              f"(negative log-density), got model={model!r}, "
                              f"potential_fn={potential_fn!r}")
         if not callable(algorithm):
             raise TypeError(f"algorithm must be a sampler factory such as samplers.mala, got {algorithm!r}")
+        if not callable(init_strategy):
+            raise TypeError(f"init_strategy must be a NumPyro init strategy such as "
+                            f"numpyro.infer.init_to_median, got {init_strategy!r}")
         if not 0.0 < target_accept_prob < 1.0:
             raise ValueError(f"target_accept_prob must be in (0, 1), got {target_accept_prob!r}")
         self._factory = algorithm
         self._model = model
         self._potential_fn = potential_fn
+        self._init_strategy = init_strategy
         self._params = params
         self._adapt = adapt_step_size
         self._target = target_accept_prob
+        self._grad_estimator = _takes_grad_estimator(algorithm)
+        self._adjusted, self._has_logdensity = self._probe()
         self._algorithm: Optional[Algorithm] = None
+        self._enumerated: list[str] = []
         self._postprocess = None
         self._num_warmup = 0
         self._sample_fn = None
 
     @property
     def model(self):
+        if self._enumerated:
+            return _explain_enumeration(self._model, self._enumerated)
         return self._model
+
+    @property
+    def default_fields(self):
+        energy = ("potential_energy",) if self._has_logdensity else ()
+        accept = ("accept_prob",) if self._adjusted else ()
+        return ("z",) + energy + accept + ("step_size", "diverging")
+
+    def _probe(self) -> tuple[bool, bool]:
+        """Build the algorithm on a 1-d Gaussian (shapes only) to learn whether its step
+        reports an acceptance probability and its state a log-density (SGLD's does not);
+        this also validates ``params`` when the kernel is made."""
+        target = ((lambda x, batch: -x) if self._grad_estimator
+                  else (lambda x: -0.5 * jnp.sum(x ** 2)))
+        alg = self._factory(target, **self._params)
+
+        def one_step(key):
+            return alg.step(key, alg.init(jnp.zeros(1), key), None)
+
+        state, info = jax.eval_shape(one_step, jax.random.key(0))
+        return ("acceptance_rate" in getattr(info, "_fields", ()),
+                getattr(state, "logdensity", None) is not None)
 
     def _build(self, rng_key, model_args, model_kwargs, init_params):
         if self._model is None:
             if init_params is None:
                 raise ValueError("init_params must be given with potential_fn")
             potential_fn = self._potential_fn
+            target = lambda z: -potential_fn(z)  # noqa: E731
+            if self._grad_estimator:
+                grad = jax.grad(target)
+                target = lambda z, batch: grad(z)  # noqa: E731
         else:
-            info = initialize_model(rng_key, self._model, model_args=model_args,
-                                    model_kwargs=model_kwargs)
-            potential_fn = info.potential_fn
+            info = initialize_model(rng_key, self._model, init_strategy=self._init_strategy,
+                                    model_args=model_args, model_kwargs=model_kwargs)
             self._postprocess = info.postprocess_fn
+            self._enumerated = _enumerated_sites(info.model_trace)
             if init_params is None:
                 init_params = info.param_info.z
-        self._algorithm = self._factory(lambda z: -potential_fn(z), **self._params)
+            potential_fn = info.potential_fn
+            target = lambda z: -potential_fn(z)  # noqa: E731
+            if self._grad_estimator:
+                target = self._model_gradient(model_args, model_kwargs, info.model_trace)
+        self._algorithm = self._factory(target, **self._params)
         return init_params
+
+    def _model_gradient(self, model_args, model_kwargs, model_trace):
+        """``(z, key) -> grad log p(z)`` where ``key`` draws the subsample of every
+        ``numpyro.plate(..., subsample_size=n)`` (the full data when there is none)."""
+        enum = bool(_enumerated_sites(model_trace))
+
+        def logdensity_fn(z, key):
+            return -potential_energy(seed(self._model, key), model_args, model_kwargs, z,
+                                     enum=enum)
+
+        return jax.grad(logdensity_fn)
 
     def init(self, rng_key, num_warmup, init_params, model_args, model_kwargs):
         batched = not is_prng_key(rng_key)
@@ -138,20 +258,25 @@ class SamplersKernel(MCMCKernel):
 
     def _sample_one(self, state: KernelState) -> KernelState:
         alg = self._algorithm
-        rng_key, key = jax.random.split(state.rng_key)
+        rng_key, key, key_batch = jax.random.split(state.rng_key, 3)
+        batch = key_batch if self._grad_estimator else None
         warm = state.i < self._num_warmup
         adapt = state.adapt_state
         if adapt is not None:
             h = jnp.where(warm, jnp.exp(adapt.log_step), adapted_step_size(adapt))
-            new, info = alg.kernel(key, state.sampler_state, None, h)
-            updated = dual_averaging_update(adapt, info.acceptance_rate, self._target)
-            adapt = jax.tree.map(lambda a, b: jnp.where(warm, a, b), updated, adapt)
+            new, info = alg.kernel(key, state.sampler_state, batch, h)
         else:
             h = state.step_size
-            new, info = alg.step(key, state.sampler_state, None)
-        accept = getattr(info, "acceptance_rate", jnp.ones_like(h))
+            new, info = alg.step(key, state.sampler_state, batch)
+        finite = _finite_state(new)
+        new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state.sampler_state)
+        accept = jnp.asarray(getattr(info, "acceptance_rate", jnp.nan), h.dtype)
+        accept = jnp.where(finite, accept, 0.0)
+        if adapt is not None:
+            updated = dual_averaging_update(adapt, accept, self._target)
+            adapt = jax.tree.map(lambda a, b: jnp.where(warm, a, b), updated, adapt)
         return KernelState(state.i + 1, new.position, -getattr(new, "logdensity", jnp.nan),
-                           accept, h, ~tree_all_finite(new.position), new, adapt, rng_key)
+                           accept, h, ~finite, new, adapt, rng_key)
 
     def sample(self, state, model_args, model_kwargs):
         return self._sample_fn(state)
@@ -162,14 +287,20 @@ class SamplersKernel(MCMCKernel):
         return self._postprocess
 
     def get_diagnostics_str(self, state):
-        return f"step size {float(state.step_size):.2e}, acc. prob {float(state.accept_prob):.2f}"
+        text = f"step size {float(state.step_size):.2e}"
+        if self._adjusted:
+            text += f", acc. prob {float(state.accept_prob):.2f}"
+        return text
 
 
 def kernel(algorithm: Callable[..., Algorithm], model=None, potential_fn=None, **params) -> SamplersKernel:
     """``numpyro.infer.MCMC`` kernel running ``algorithm`` (``samplers.mala``, ``samplers.ula``,
-    ``samplers.underdamped``, ...) on a NumPyro ``model`` (or a ``potential_fn``).
+    ``samplers.underdamped``, ``samplers.sgld``) on a NumPyro ``model`` (or a
+    ``potential_fn``); see :class:`SamplersKernel` for what it collects and how it treats
+    divergences and minibatches.
 
-    ``params`` go to the algorithm (``step_size=...``) except ``adapt_step_size`` (default
-    True) and ``target_accept_prob`` (default 0.574, optimal for MALA).
+    ``params`` go to the algorithm (``step_size=...``) except NumPyro's kernel arguments
+    ``init_strategy`` (default ``init_to_uniform``), ``adapt_step_size`` (default True) and
+    ``target_accept_prob`` (default 0.574, optimal for MALA).
     """
     return SamplersKernel(algorithm, model=model, potential_fn=potential_fn, **params)

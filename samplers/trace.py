@@ -66,9 +66,18 @@ class Trace(NamedTuple):
     def num_draws(self) -> int:
         return int(jax.tree.leaves(self.positions)[0].shape[1])
 
-    def to_arviz(self, default_name: str = "x"):
+    def to_arviz(self, default_name: str = "x", constrain_fn=None):
         """ArviZ data with a ``posterior`` group (one variable per pytree leaf, a bare array
         is named ``default_name``) and ``sample_stats`` (ArviZ's names: ``lp``,
-        ``acceptance_rate``, ``diverging``, ``step_size``, ...)."""
-        posterior = named_leaves(self.positions, default_name)
+        ``acceptance_rate``, ``diverging``, ``step_size``, ...).
+
+        ``constrain_fn`` maps one position to the variables to export, e.g. the third value
+        of :func:`samplers.numpyro.logdensity`, which returns a NumPyro model's constrained
+        sample sites and deterministic sites under their own names; it is applied to every
+        draw (``jax.vmap`` over chains and draws).
+        """
+        positions = self.positions
+        if constrain_fn is not None:
+            positions = jax.vmap(jax.vmap(constrain_fn))(positions)
+        posterior = named_leaves(positions, default_name)
         return from_dict({"posterior": posterior, "sample_stats": dict(self.stats)})

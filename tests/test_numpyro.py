@@ -85,3 +85,151 @@ def test_kernel_single_chain_and_bad_arguments():
                                                           step_size=-1.0),
                                   num_warmup=1, num_samples=1, progress_bar=False)
         mcmc.run(jax.random.key(0), J, SIGMA, y=Y)
+
+
+# --------------------------------------------------------------------- every Langevin kernel
+
+def test_kernel_starts_each_chain_at_its_own_init_strategy_point():
+    """With a zero-length run the first draw is the start (a step of 1e-12 moves by 1e-6)."""
+    starts = {}
+    for strategy in (numpyro.infer.init_to_uniform, numpyro.infer.init_to_median):
+        kernel = samplers.numpyro.kernel(samplers.ula, model=eight_schools, step_size=1e-12,
+                                         init_strategy=strategy)
+        mcmc = numpyro.infer.MCMC(kernel, num_warmup=0, num_samples=1, num_chains=4,
+                                  chain_method="vectorized", progress_bar=False)
+        mcmc.run(jax.random.key(0), J, SIGMA, y=Y)
+        starts[strategy] = np.asarray(mcmc.get_samples(group_by_chain=True)["mu"][:, 0])
+    uniform, median = starts.values()
+    assert len(np.unique(uniform.round(4))) == 4  # four chains, four starts
+    assert np.all(np.abs(uniform) < 2.0 + 1e-4)  # init_to_uniform: U(-2, 2) unconstrained
+    # init_to_median draws 15 prior samples per chain and takes their median: distinct too,
+    # and different from the uniform starts
+    assert len(np.unique(median.round(4))) == 4 and not np.allclose(median, uniform)
+    with pytest.raises(TypeError, match="init_strategy"):
+        samplers.numpyro.kernel(samplers.ula, model=eight_schools, step_size=0.1,
+                                init_strategy="median")
+
+
+def stiff(y=None):
+    """x ~ N(0, 0.01^2): ULA with h = 1 multiplies x by 1 - h / s^2 = -9999 per step and
+    overflows to inf (then NaN) within ten steps."""
+    numpyro.sample("x", dist.Normal(0.0, 0.01))
+
+
+def test_a_nonfinite_step_is_not_taken_and_counts_as_a_divergence(capsys):
+    kernel = samplers.numpyro.kernel(samplers.ula, model=stiff, step_size=1.0)
+    mcmc = numpyro.infer.MCMC(kernel, num_warmup=0, num_samples=50, num_chains=2,
+                              chain_method="vectorized", progress_bar=False)
+    mcmc.run(jax.random.key(0))
+    x = np.asarray(mcmc.get_samples(group_by_chain=True)["x"])
+    extra = mcmc.get_extra_fields(group_by_chain=True)
+    diverging = np.asarray(extra["diverging"])
+    assert np.all(np.isfinite(x))  # the chains keep their last finite state
+    # from the last finite state every step overflows: the divergences are the draws at
+    # which the chain stopped moving
+    assert np.array_equal(diverging[:, 1:], x[:, 1:] == x[:, :-1])
+    assert diverging.sum() > 40
+    assert "accept_prob" not in extra  # ULA has no acceptance probability to report
+    mcmc.print_summary()
+    assert f"Number of divergences: {int(diverging.sum())}" in capsys.readouterr().out
+    stats_ = az.from_numpyro(mcmc).sample_stats
+    assert int(stats_["diverging"].sum()) == diverging.sum()
+    assert "acceptance_rate" not in stats_.data_vars
+
+
+def test_underdamped_kernel_flags_divergences_instead_of_nan_draws():
+    kernel = samplers.numpyro.kernel(samplers.underdamped, model=stiff, step_size=1.0)
+    mcmc = numpyro.infer.MCMC(kernel, num_warmup=0, num_samples=30, progress_bar=False)
+    mcmc.run(jax.random.key(0))
+    assert np.all(np.isfinite(np.asarray(mcmc.get_samples()["x"])))
+    assert bool(mcmc.get_extra_fields()["diverging"].any())
+
+
+def gaussian_mean(y, subsample_size=None):
+    """mu ~ N(0, 1), y_i ~ N(mu, 1): posterior N(sum y / (N + 1), 1 / (N + 1))."""
+    mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+    with numpyro.plate("data", y.shape[0], subsample_size=subsample_size) as idx:
+        numpyro.sample("obs", dist.Normal(mu, 1.0), obs=y[idx])
+
+
+@pytest.mark.parametrize("subsample_size", [None, 20])
+def test_sgld_kernel_has_the_closed_form_stationary_law(subsample_size):
+    """SGLD on a Gaussian posterior N(m, s^2) with gradient g(x) = -(x - m) / s^2 + e:
+
+        x' = (1 - h / s^2) x + h m / s^2 + h e + sqrt(2 h) xi,
+
+    an AR(1) chain with stationary mean m and variance (2 h + h^2 Var e) / (1 - (1 - h/s^2)^2).
+    Full data: e = 0 (ULA's variance). A plate subsampling n of N points without replacement:
+    e = (N / n) sum_batch y_i - sum_i y_i, Var e = (N / n)^2 n S^2 (N - n) / N with S^2 the
+    sample variance of y (finite-population sampling)."""
+    y = jnp.asarray(np.random.default_rng(0).normal(1.0, 1.0, 200))
+    N, h = y.shape[0], 1e-3
+    s2, m = 1.0 / (N + 1), float(y.sum()) / (N + 1)
+    noise = 0.0
+    if subsample_size is not None:
+        n = subsample_size
+        noise = (N / n) ** 2 * n * float(jnp.var(y, ddof=1)) * (N - n) / N
+    a = 1.0 - h / s2
+    variance = (2 * h + h ** 2 * noise) / (1 - a ** 2)
+    kernel = samplers.numpyro.kernel(samplers.sgld, model=gaussian_mean, step_size=h)
+    mcmc = numpyro.infer.MCMC(kernel, num_warmup=200, num_samples=20_000, num_chains=4,
+                              chain_method="vectorized", progress_bar=False)
+    mcmc.run(jax.random.key(2), y, subsample_size=subsample_size)
+    assert set(mcmc.get_extra_fields()) == {"diverging", "step_size"}  # no lp, no accept_prob
+    draws = np.asarray(mcmc.get_samples(group_by_chain=True)["mu"], np.float64)
+    # AR(1): the mean of n draws has variance ~ variance (1 + a) / ((1 - a) n); the sample
+    # variance's standard error ~ variance sqrt(2 (1 + a^2) / ((1 - a^2) n))
+    size = draws.size
+    se_mean = np.sqrt(variance * (1 + a) / ((1 - a) * size))
+    se_var = variance * np.sqrt(2 * (1 + a ** 2) / ((1 - a ** 2) * size))
+    assert abs(draws.mean() - m) < 5 * se_mean
+    assert abs(draws.var() - variance) < 5 * se_var, (draws.var(), variance, se_var)
+
+
+def test_run_exports_the_models_constrained_and_deterministic_sites():
+    logdensity_fn, z0, constrain_fn = samplers.numpyro.logdensity(
+        eight_schools, J, SIGMA, y=Y, num_chains=4, init_strategy=numpyro.infer.init_to_median)
+    assert z0["mu"].shape == (4,) and len(np.unique(np.asarray(z0["mu"]))) == 4
+    trace = samplers.run(samplers.mala(logdensity_fn, step_size=0.1), jax.random.key(0), z0,
+                         num_steps=200, num_chains=4, chain_axis=True)
+    idata = trace.to_arviz(constrain_fn=constrain_fn)
+    post = idata.posterior
+    assert {"mu", "tau", "theta_tilde", "theta"} <= set(post.data_vars)
+    assert post["theta"].shape == (4, 200, J)
+    tau_unconstrained = np.asarray(trace.positions["tau"])
+    np.testing.assert_allclose(post["tau"].values, np.exp(tau_unconstrained), rtol=1e-5)
+    assert float(post["tau"].min()) > 0
+    theta = post["mu"].values[..., None] + post["tau"].values[..., None] * post["theta_tilde"].values
+    np.testing.assert_allclose(post["theta"].values, theta, rtol=1e-5, atol=1e-5)
+
+
+def signed_mixture(y):
+    """mu ~ N(0, 3); z_i ~ Bernoulli(0.8), enumerated; y_i ~ N(mu, 1) if z_i else N(-mu, 1)."""
+    mu = numpyro.sample("mu", dist.Normal(0.0, 3.0))
+    with numpyro.plate("data", y.shape[0]):
+        z = numpyro.sample("z", dist.Bernoulli(0.8), infer={"enumerate": "parallel"})
+        numpyro.sample("obs", dist.Normal(jnp.where(z == 1, mu, -mu), 1.0), obs=y)
+
+
+def test_enumerated_model_samples_its_marginal_and_exports():
+    """The marginal posterior of mu, by quadrature on a grid, against our MALA kernel on the
+    model with z summed out by NumPyro's enumeration (funsor)."""
+    rng = np.random.default_rng(3)
+    y = np.where(rng.uniform(size=40) < 0.8, 1.0, -1.0) * 1.5 + rng.normal(size=40)
+    grid = np.linspace(-6, 6, 24_001)
+    log_post = stats.norm(0, 3).logpdf(grid) + np.sum(np.logaddexp(
+        np.log(0.8) + stats.norm.logpdf(y[:, None], grid), np.log(0.2) + stats.norm.logpdf(y[:, None], -grid)), 0)
+    weights = np.exp(log_post - log_post.max())
+    weights /= weights.sum()
+    mean = np.sum(weights * grid)
+    kernel = samplers.numpyro.kernel(samplers.mala, model=signed_mixture, step_size=0.1,
+                                     init_strategy=numpyro.infer.init_to_value(values={"mu": 1.0}))
+    mcmc = numpyro.infer.MCMC(kernel, num_warmup=500, num_samples=4000, num_chains=4,
+                              chain_method="vectorized", progress_bar=False)
+    mcmc.run(jax.random.key(0), jnp.asarray(y))
+    with pytest.raises(ValueError, match=r"log_likelihood=False"):
+        az.from_numpyro(mcmc)  # NumPyro's log_likelihood cannot marginalise z
+    idata = az.from_numpyro(mcmc, log_likelihood=False)
+    summary = az.summary(idata, var_names=["mu"])
+    assert float(summary["r_hat"].iloc[0]) < 1.01
+    assert abs(float(summary["mean"].iloc[0]) - mean) < 5 * float(summary["mcse_mean"].iloc[0])
