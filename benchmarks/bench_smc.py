@@ -102,7 +102,7 @@ def additive(t, x, x_next):
 
 def data(T_max: int) -> np.ndarray:
     """One simulated data set of T_max observations (float32 values, shape (T_max, 1))."""
-    _, ys = smc.simulate(our_model(), jax.random.key(0), T_max)
+    _, ys = smc.simulate(jax.random.key(0), our_model(), T_max)
     return np.asarray(ys, np.float32)
 
 
@@ -222,7 +222,7 @@ def kalman_check(ys: np.ndarray) -> float:
 # --------------------------------------------------------------------------- ours
 
 def our_paris(ys_j, N: int, key):
-    return smc.paris(our_model(), ys_j, additive, key, N, NUM_BACKWARD)
+    return smc.paris(key, our_model(), ys_j, additive, N, NUM_BACKWARD)
 
 
 def _timed(fn):
@@ -279,7 +279,7 @@ def pg_case(cfg: dict, y_np: np.ndarray, exact: float, record: dict) -> Case:
     N, T = cfg["pg_size"]
     ys_j = jnp.asarray(y_np[:T])
     y = y_np[:T, 0].astype(np.float64)
-    start_path = smc.initial_path(our_model(), ys_j, jax.random.key(7), N)
+    start_path = smc.initial_path(jax.random.key(7), our_model(), ys_j, N)
 
     alg = smc.ppg(our_model(), ys_j, additive, N, NUM_BACKWARD, burn_in=PPG_BURN_IN)
     step = alg.step  # not jitted again: its sweep is jitted, and shares its cache with equal_time
@@ -343,11 +343,11 @@ def equal_time(cfg: dict, y_np: np.ndarray, exact: float, budget_s: float) -> di
     alg = smc.ppg(our_model(), ys_j, additive, N, NUM_BACKWARD, burn_in=PPG_BURN_IN)
     step = alg.step
     jax.block_until_ready(step(jax.random.key(0), alg.init(smc.initial_path(
-        our_model(), ys_j, jax.random.key(1), N))))  # any compilation outside the budget
+        jax.random.key(1), our_model(), ys_j, N))))  # any compilation outside the budget
     chains = []
     for c in range(cfg["ppg_chains"]):
         start = time.perf_counter()
-        state = alg.init(smc.initial_path(our_model(), ys_j, jax.random.key(40_000 + c), N))
+        state = alg.init(smc.initial_path(jax.random.key(40_000 + c), our_model(), ys_j, N))
         sweeps = 0
         while time.perf_counter() - start < budget_s:
             sweeps += 1

@@ -62,7 +62,7 @@ def smoothed_means(model, ys, key, num_particles):
     def additive(t, x, x_next):
         return jnp.zeros(T, x_next.dtype).at[t + 1].set(x_next[0])
 
-    res = smc.paris(model, ys, additive, key, num_particles, initial_fn=initial, backward="exact")
+    res = smc.paris(key, model, ys, additive, num_particles, initial_fn=initial, backward="exact")
     return np.asarray(res.estimate), np.asarray(res.filtering_means[:, 0])
 
 
@@ -85,13 +85,13 @@ def main(argv=None) -> dict:
 
     start = time.perf_counter()
     k_data, k_fit, k_smooth = jax.random.split(jax.random.key(args.seed), 3)
-    xs, ys = smc.simulate(sv_model(unconstrained(TRUTH)), k_data, sizes["steps"])
+    xs, ys = smc.simulate(k_data, sv_model(unconstrained(TRUTH)), sizes["steps"])
     n_iter = sizes["iterations"]
     # Adam on the score, step 0.2 k^-0.6 (Robbins-Monro; 0.05 k^-0.6 is still far from the
     # truth after 400 iterations from this start); fit carries the PPG reference path from
     # one iteration to the next
     optimizer = optax.adam(lambda k: 0.2 * (k + 1.0) ** -0.6)
-    fit = smc.fit(sv_model, ys, unconstrained(START), k_fit, estimator="ppg", optimizer=optimizer,
+    fit = smc.fit(k_fit, sv_model, ys, unconstrained(START), estimator="ppg", optimizer=optimizer,
                   num_iterations=n_iter, num_particles=sizes["particles"], backward="exact")
     history = natural(fit.params_history)
     # the estimate: the mean of the last half of the iterates (the noise averages out)

@@ -36,7 +36,7 @@ def lg4():
 def data1():
     with jax.enable_x64(True):
         model = scalar_lg()
-        _, ys = smc.simulate(model, jax.random.key(0), 50)
+        _, ys = smc.simulate(jax.random.key(0), model, 50)
         rts = smc.rts_smoother(model, ys)
         exact = float(jnp.sum(rts.cross_covs[:, 0, 0] + rts.means[:-1, 0] * rts.means[1:, 0]))
         return model, ys, rts, exact
@@ -108,9 +108,9 @@ def test_filter_likelihood_is_unbiased(model_fn, T):
     """E[L-hat / L] = 1 (Del Moral 2004): the mean over 300 replicates of exp(log L-hat - log L)
     within 5 standard errors of 1; N = 200 keeps Var(log L-hat) small so the ratio is tame."""
     model = model_fn()
-    _, ys = smc.simulate(model, jax.random.key(2), T)
+    _, ys = smc.simulate(jax.random.key(2), model, T)
     exact = float(smc.kalman_filter(model, ys).log_likelihood)
-    pf = smc.particle_filter(model, ys, jax.random.split(jax.random.key(3), 300), 200)
+    pf = smc.particle_filter(jax.random.split(jax.random.key(3), 300), model, ys, 200)
     replicate_check(np.exp(np.asarray(pf.log_likelihood) - exact), 1.0, "L-hat / L")
     # filtering means at t = T-1 (self-normalised: O(1/N) bias, below the error here)
     kf = smc.kalman_filter(model, ys)
@@ -124,7 +124,7 @@ def test_paris_matches_rts_d1(data1):
     below the replicate error) against RTS, with accept-reject backward draws."""
     model, ys, _, _ = data1
     ys = ys[:20]
-    est = smc.paris(model, ys, lag_one, jax.random.split(jax.random.key(4), 64), 200)
+    est = smc.paris(jax.random.split(jax.random.key(4), 64), model, ys, lag_one, 200)
     replicate_check(est.estimate, exact_lag_one(smc.rts_smoother(model, ys)), "PaRIS")
     assert 1.0 <= float(np.mean(est.proposals_per_draw)) < 10.0
 
@@ -132,13 +132,13 @@ def test_paris_matches_rts_d1(data1):
 def test_paris_matches_rts_d4():
     """d = 4: sum_t E[x_t] and sum_t E[x_t x_{t+1}^T] (20 numbers), with an initial term."""
     model = lg4()
-    _, ys = smc.simulate(model, jax.random.key(5), 20)
+    _, ys = smc.simulate(jax.random.key(5), model, 20)
     rts = smc.rts_smoother(model, ys)
 
     def both(t, x, x_next):
         return {"mean": x_next, "lag": jnp.outer(x, x_next)}
 
-    est = smc.paris(model, ys, both, jax.random.split(jax.random.key(6), 48), 200,
+    est = smc.paris(jax.random.split(jax.random.key(6), 48), model, ys, both, 200,
                     initial_fn=lambda x0: {"mean": x0, "lag": jnp.zeros((4, 4))})
     replicate_check(est.estimate["mean"], np.asarray(rts.means.sum(axis=0)), "sum E[x_t]")
     replicate_check(est.estimate["lag"], exact_lag_one(rts), "sum E[x_t x_t+1^T]")
@@ -151,7 +151,7 @@ def test_unbounded_transition_uses_exact_draws(data1):
     user = smc.StateSpaceModel(model.init_sample, model.init_logpdf, model.transition_sample,
                                model.transition_logpdf, model.observation_logpdf)
     ys = ys[:20]
-    est = smc.paris(user, ys, lag_one, jax.random.split(jax.random.key(7), 64), 200)
+    est = smc.paris(jax.random.split(jax.random.key(7), 64), user, ys, lag_one, 200)
     replicate_check(est.estimate, exact_lag_one(smc.rts_smoother(model, ys)), "exact PaRIS")
     assert float(np.max(est.proposals_per_draw)) == 0.0
 
@@ -190,8 +190,8 @@ def test_conditional_sweep_from_exact_reference_is_unbiased(data1):
     @jax.jit
     def one(key):
         k_ref, k_sweep = jax.random.split(key)
-        ref = smc.smoothing_sample(model, ys, k_ref)
-        return smc.conditional_sweep(model, ys, k_sweep, ref, lag_one, num_particles=4,
+        ref = smc.smoothing_sample(k_ref, model, ys)
+        return smc.conditional_sweep(k_sweep, model, ys, ref, lag_one, num_particles=4,
                                      backward="rejection")[0]
 
     est = jax.vmap(one)(jax.random.split(jax.random.key(9), 2000))
@@ -203,11 +203,11 @@ def test_ppg_burn_in_removes_the_bias_paris_keeps(data1):
     PaRIS at the same N is biased far beyond its standard error (the paper's claim)."""
     model, ys, _, exact = data1
     alg = smc.ppg(model, ys, lag_one, num_particles=8, burn_in=4)
-    start = smc.initial_path(model, ys, jax.random.key(10))
+    start = smc.initial_path(jax.random.key(10), model, ys)
     trace = samplers.run(alg, jax.random.key(11), start, num_steps=12, num_chains=400)
     rollout = np.asarray(trace.final_state.estimate)[:, 0, 0]
     replicate_check(rollout, exact, "PPG roll-out")
-    paris = np.asarray(smc.paris(model, ys, lag_one, jax.random.split(jax.random.key(12), 400),
+    paris = np.asarray(smc.paris(jax.random.split(jax.random.key(12), 400), model, ys, lag_one,
                                  8).estimate)[:, 0, 0]
     paris_bias, paris_se = paris.mean() - exact, paris.std() / np.sqrt(400)
     assert paris_bias < -5 * paris_se  # PaRIS: O(T/N) bias, clearly detected
@@ -231,7 +231,7 @@ def test_fisher_score_from_paris_and_ppg_matches_kalman_gradient(data1):
     params = {"a": jnp.float64(0.9), "log_q": jnp.log(0.5)}
     exact = jax.grad(lambda p: smc.kalman_filter(family(p), ys).log_likelihood)(params)
     initial, additive = smc.fisher_score_fns(family, params, ys)
-    est = smc.paris(family(params), ys, additive, jax.random.split(jax.random.key(13), 64), 200,
+    est = smc.paris(jax.random.split(jax.random.key(13), 64), family(params), ys, additive, 200,
                     initial_fn=initial)
     for name in ("a", "log_q"):
         replicate_check(est.estimate[name], float(exact[name]), f"score {name}")
@@ -242,24 +242,24 @@ def test_bad_input_is_named():
     ys = jnp.ones((5, 1))
     key = jax.random.key(0)
     with pytest.raises(ValueError, match="num_particles"):
-        smc.particle_filter(model, ys, key, 1)
+        smc.particle_filter(key, model, ys, 1)
     with pytest.raises(ValueError, match=r"rows \[2\]"):
-        smc.particle_filter(model, ys.at[2].set(jnp.nan), key, 10)
+        smc.particle_filter(key, model, ys.at[2].set(jnp.nan), 10)
     with pytest.raises(ValueError, match="C has 1 rows"):
-        smc.particle_filter(model, jnp.ones((5, 3)), key, 10)
+        smc.particle_filter(key, model, jnp.ones((5, 3)), 10)
     with pytest.raises(ValueError, match="shapes do not agree"):
-        smc.particle_filter(model._replace(Q=jnp.eye(2)), ys, key, 10)
+        smc.particle_filter(key, model._replace(Q=jnp.eye(2)), ys, 10)
     with pytest.raises(ValueError, match="num_backward"):
-        smc.paris(model, ys, lag_one, key, 10, num_backward=0)
+        smc.paris(key, model, ys, lag_one, 10, num_backward=0)
     nan_model = smc.StateSpaceModel(model.init_sample, model.init_logpdf, model.transition_sample,
                                     model.transition_logpdf,
                                     lambda x, y: jnp.where(y[0] > 1.5, jnp.nan, 0.0))
     with pytest.raises(smc.WeightError, match="time step 3"):
-        smc.particle_filter(nan_model, ys.at[3].set(2.0), key, 10)
+        smc.particle_filter(key, nan_model, ys.at[3].set(2.0), 10)
     wrong_bound = smc.StateSpaceModel(model.init_sample, model.init_logpdf,
                                       model.transition_sample, model.transition_logpdf,
                                       model.observation_logpdf, log_transition_bound=-5.0)
     with pytest.raises(ValueError, match="not an upper bound"):
-        smc.paris(wrong_bound, ys, lag_one, key, 10)
+        smc.paris(key, wrong_bound, ys, lag_one, 10)
     with pytest.raises(ValueError, match="needs model.log_transition_bound"):
-        smc.paris(nan_model, ys, lag_one, key, 10, backward="rejection")
+        smc.paris(key, nan_model, ys, lag_one, 10, backward="rejection")

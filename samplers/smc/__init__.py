@@ -2,8 +2,8 @@
 and parameter learning (score ascent, Markov score climbing), with exact Kalman references.
 
 >>> ssm = samplers.smc.LinearGaussian(A=0.9, Q=0.5, C=1.0, R=1.0, m0=0.0, P0=1.0)
->>> pf = samplers.smc.particle_filter(ssm, ys, key, num_particles=1000)
->>> est = samplers.smc.paris(ssm, ys, lambda t, x, x1: x * x1, key, num_particles=100)
+>>> pf = samplers.smc.particle_filter(key, ssm, ys, num_particles=1000)
+>>> est = samplers.smc.paris(key, ssm, ys, lambda t, x, x1: x * x1, num_particles=100)
 """
 from .kalman import KalmanFilterResult, SmootherResult, kalman_filter, rts_smoother, smoothing_sample
 from .learning import FitResult, VariationalMarkov, fisher_score_fns, fit

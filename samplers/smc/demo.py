@@ -50,14 +50,14 @@ def demo_case(seed: int = 0, num_steps: int = 50, num_particles: int = 32, num_s
     """
     model = LinearGaussian(0.9, 0.5, 1.0, 1.0, 0.0, 1.0)
     k_data, k_path, k_run = jax.random.split(jax.random.key(seed), 3)
-    _, ys = simulate(model, k_data, num_steps)
+    _, ys = simulate(k_data, model, num_steps)
     initial, additive = _marginal_moments(num_steps)
     start = time.perf_counter()
     # exact O(N^2) backward draws: cheap at this N, and they compile in half the time of
     # accept-reject (7 s against 16 s for one sweep on a busy 2-core CPU)
     alg = ppg(model, ys, additive, num_particles, burn_in=burn_in, initial_fn=initial,
               backward="exact")
-    trace = run(alg, k_run, initial_path(model, ys, k_path), num_sweeps, num_chains=num_chains,
+    trace = run(alg, k_run, initial_path(k_path, model, ys), num_sweeps, num_chains=num_chains,
                 thin=num_sweeps, progress=False)
     est = jax.tree.map(lambda a: np.asarray(a, np.float64), trace.final_state.estimate)
     seconds = time.perf_counter() - start

@@ -359,15 +359,15 @@ class FilterResult(NamedTuple):
     ess: Array
 
 
-def particle_filter(model, ys, key, num_particles: int, resampling: str = "systematic"
+def particle_filter(key, model, ys, num_particles: int, resampling: str = "systematic"
                     ) -> FilterResult:
     """Run the bootstrap particle filter on ``ys`` (rows y_0..y_{T-1}).
 
     Args:
-      model: a state-space model (:class:`samplers.smc.StateSpaceModel`, ...).
-      ys: observations, leading axis = time.
       key: a ``jax.random.key``, or a 1-d array of keys for independent replicates (every
         output then has a leading replicate axis; one compiled call).
+      model: a state-space model (:class:`samplers.smc.StateSpaceModel`, ...).
+      ys: observations, leading axis = time.
       num_particles: N >= 2.
       resampling: "systematic" (default), "stratified" or "multinomial", at every step.
     """
@@ -394,13 +394,13 @@ class ParisResult(NamedTuple):
     proposals_per_draw: Array
 
 
-def paris(model, ys, additive_fn: Callable, key, num_particles: int, num_backward: int = 2, *,
+def paris(key, model, ys, additive_fn: Callable, num_particles: int, num_backward: int = 2, *,
           initial_fn: Optional[Callable] = None, backward: str = "auto",
           resampling: str = "systematic") -> ParisResult:
     """PaRIS estimate of E[sum_t h~_t(x_t, x_{t+1}) | y] (Olsson & Westerborn 2017, Alg. 2).
 
     Args:
-      model, ys, key, num_particles, resampling: as in :func:`particle_filter` (an array
+      key, model, ys, num_particles, resampling: as in :func:`particle_filter` (an array
         of keys gives replicates).
       additive_fn: ``additive_fn(t, x_t, x_{t+1}) -> pytree`` of arrays, the term h~_t for
         t = 0..T-2; jit-traceable. Build it once (it is a compile-cache key).
@@ -428,7 +428,7 @@ def paris(model, ys, additive_fn: Callable, key, num_particles: int, num_backwar
                        jnp.sum(steps.proposals, axis=-1) / max(draws, 1))
 
 
-def initial_path(model, ys, key, num_particles: int = 100) -> Array:
+def initial_path(key, model, ys, num_particles: int = 100) -> Array:
     """A path x_{0:T-1} for the first PPG sweep: a bootstrap filter and one backward draw
     through its genealogy (any path is valid; a likely one shortens the burn-in)."""
     ys = check_inputs(model, ys, num_particles)
@@ -455,7 +455,7 @@ class PPGInfo(NamedTuple):
     proposals_per_draw: Array
 
 
-def conditional_sweep(model, ys, key, reference, additive_fn, *, num_particles, num_backward=2,
+def conditional_sweep(key, model, ys, reference, additive_fn, *, num_particles, num_backward=2,
                       initial_fn=None, backward="exact"):
     """One PPG iteration: conditional PaRIS given ``reference``; returns the sweep estimate
     Pi(h), the new reference path, and the per-step summaries. Traceable (no checks)."""
@@ -500,7 +500,7 @@ def ppg(model, ys, additive_fn: Callable, num_particles: int, num_backward: int 
     def step(key, state, batch=None):
         del batch
         estimate, path, steps = conditional_sweep(
-            model, ys, key, state.position, additive_fn, num_particles=num_particles,
+            key, model, ys, state.position, additive_fn, num_particles=num_particles,
             num_backward=num_backward, initial_fn=initial_fn, backward=mode)
         k = state.iteration + 1
         weight = jnp.where(k > burn_in, 1.0 / jnp.maximum(k - burn_in, 1), 0.0)

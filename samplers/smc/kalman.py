@@ -87,7 +87,7 @@ def rts_smoother(model: LinearGaussian, ys: Array) -> SmootherResult:
     return SmootherResult(means, covs, cross, gains)
 
 
-def smoothing_sample(model: LinearGaussian, ys: Array, key: Array) -> Array:
+def smoothing_sample(key: Array, model: LinearGaussian, ys: Array) -> Array:
     """One exact draw of x_{0:T-1} from p(x | y): x_{T-1} ~ N(m_{T-1|T-1}, P_{T-1|T-1}), then
     x_t | x_{t+1} ~ N(m_{t|t} + G_t (x_{t+1} - A m_{t|t}), P_{t|t} - G_t A P_{t|t})."""
     A = model.matrices()[0]

@@ -79,20 +79,20 @@ def _score_climbing_fns(model_family, variational, params, ys):
     return initial, additive
 
 
-def fit(model_family: Callable, ys, params0: PyTree, key, *, method: str = "mle",
+def fit(key, model_family: Callable, ys, params0: PyTree, *, method: str = "mle",
         estimator: str = "ppg", optimizer: Optional[optax.GradientTransformation] = None,
         num_iterations: int = 500, num_particles: int = 32, num_backward: int = 2,
         variational: Optional[VariationalMarkov] = None, backward: str = "auto") -> FitResult:
     """Learn parameters of a state-space model from ``ys`` by stochastic gradient ascent.
 
     Args:
+      key: a ``jax.random.key``.
       model_family: ``model_family(theta) -> model``, differentiable in ``theta`` (for
         example ``lambda p: LinearGaussian(p["a"], jnp.exp(p["log_q"]), 1.0, 1.0, 0.0, 1.0)``).
       ys: observations, leading axis = time.
       params0: initial ``theta`` for ``method="mle"``; the pair ``(theta, lambda)`` for
         ``method="score_climbing"`` (model and variational parameters, learned jointly; use
         ``()`` for theta to keep the model fixed).
-      key: a ``jax.random.key``.
       method: "mle" (ascent on the Fisher-identity score) or "score_climbing" (also ascends
         E[grad log q_lambda | y] with ``variational`` a :class:`VariationalMarkov`).
       estimator: "ppg" (one conditional PaRIS sweep per iteration, reference path carried
@@ -128,7 +128,7 @@ def fit(model_family: Callable, ys, params0: PyTree, key, *, method: str = "mle"
     if optimizer is None:
         optimizer = optax.adam(optax.polynomial_schedule(0.05, 0.0, 0.6, num_iterations + 1))
     k_path, k_loop = jax.random.split(key)
-    reference = initial_path(model0, ys, k_path, num_particles)
+    reference = initial_path(k_path, model0, ys, num_particles)
     history = _fit_loop(model_family, ys, params0, k_loop, reference, optimizer=optimizer,
                         method=method, estimator=estimator, num_iterations=num_iterations,
                         num_particles=num_particles, num_backward=num_backward,
@@ -164,7 +164,7 @@ def _fit_loop(model_family, ys, params0, key, reference, *, optimizer, method, e
             initial, additive = _score_climbing_fns(model_family, variational, params, ys)
         if estimator == "ppg":
             grad, reference, _ = conditional_sweep(
-                model, ys, k, reference, additive, num_particles=num_particles,
+                k, model, ys, reference, additive, num_particles=num_particles,
                 num_backward=num_backward, initial_fn=initial, backward=backward)
         else:
             steps, _ = _sweep(model, ys, k, None, additive_fn=additive, initial_fn=initial,

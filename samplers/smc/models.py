@@ -154,7 +154,7 @@ class StochasticVolatility(NamedTuple):
         return -0.5 * _LOG_2PI - jnp.log(self.sigma)
 
 
-def simulate(model, key: Array, num_steps: int):
+def simulate(key: Array, model, num_steps: int):
     """Draw ``(xs, ys)`` of length ``num_steps`` from the model.
 
     Needs an ``observation_sample(key, x)`` method (the ready-made models have one).

@@ -53,7 +53,7 @@ def paris_smoothing(make: Callable = smc.paris) -> Check:
         k_data, k_run = jax.random.split(key)
         with jax.enable_x64(True):
             model = scalar_model()
-            _, ys = smc.simulate(model, k_data, T)
+            _, ys = smc.simulate(k_data, model, T)
             est = make(model, ys, lag_one, jax.random.split(k_run, reps), n,
                        backward=backward).estimate
             exact = exact_lag_one(model, ys)
@@ -80,13 +80,13 @@ def ppg_exact_reference(make: Callable = smc.ppg) -> Check:
         k_data, k_run = jax.random.split(key)
         with jax.enable_x64(True):
             model = scalar_model()
-            _, ys = smc.simulate(model, k_data, T)
+            _, ys = smc.simulate(k_data, model, T)
             alg = make(model, ys, lag_one, n, backward="exact")
 
             @jax.jit
             def one(k):
                 k_ref, k_sweep = jax.random.split(k)
-                state = alg.init(smc.smoothing_sample(model, ys, k_ref))
+                state = alg.init(smc.smoothing_sample(k_ref, model, ys))
                 return alg.step(k_sweep, state)[1].sweep_estimate
 
             est = jax.vmap(one)(jax.random.split(k_run, reps))

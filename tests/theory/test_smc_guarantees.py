@@ -39,12 +39,12 @@ def test_paris_bias_is_order_one_over_n():
     """Bias at N = 8 and 32 (1,000 replicates each, T = 50): the ratio is 4 (O(1/N)) within
     5 standard errors of the ratio (delta method)."""
     model = lg_family({"a": jnp.float64(0.9), "log_q": jnp.log(0.5)})
-    _, ys = smc.simulate(model, jax.random.key(0), 50)
+    _, ys = smc.simulate(jax.random.key(0), model, 50)
     rts = smc.rts_smoother(model, ys)
     exact = float(jnp.sum(rts.cross_covs[:, 0, 0] + rts.means[:-1, 0] * rts.means[1:, 0]))
     bias, se = [], []
     for n in (8, 32):
-        est = np.asarray(smc.paris(model, ys, lag_one, jax.random.split(jax.random.key(n), 1000),
+        est = np.asarray(smc.paris(jax.random.split(jax.random.key(n), 1000), model, ys, lag_one,
                                    n).estimate)
         bias.append(est.mean() - exact)
         se.append(est.std() / np.sqrt(est.size))
@@ -60,7 +60,7 @@ def test_ppg_score_ascent_reaches_the_kalman_mle():
     MLE of (a, log q), T = 200. The optimisation error is negligible next to the estimation
     error: that is what "matches the maximiser" can mean for a stochastic method."""
     truth = {"a": jnp.float64(0.9), "log_q": jnp.log(0.5)}
-    _, ys = smc.simulate(lg_family(truth), jax.random.key(0), 200)
+    _, ys = smc.simulate(jax.random.key(0), lg_family(truth), 200)
 
     def loglik(v):
         return smc.kalman_filter(lg_family({"a": v[0], "log_q": v[1]}), ys).log_likelihood
@@ -69,8 +69,8 @@ def test_ppg_score_ascent_reaches_the_kalman_mle():
     res = scipy.optimize.minimize(lambda v: -float(loglik(v)), np.array([0.5, 0.0]),
                                   jac=lambda v: -np.asarray(jax.grad(loglik)(v)), method="BFGS")
     se = np.sqrt(np.diag(np.linalg.inv(-np.asarray(jax.hessian(loglik)(res.x)))))
-    out = smc.fit(lg_family, ys, {"a": jnp.float64(0.5), "log_q": jnp.float64(0.0)},
-                  jax.random.key(1), estimator="ppg", num_iterations=2000, num_particles=16)
+    out = smc.fit(jax.random.key(1), lg_family, ys,
+                  {"a": jnp.float64(0.5), "log_q": jnp.float64(0.0)}, estimator="ppg", num_iterations=2000, num_particles=16)
     est = np.array([np.asarray(out.params_history[k])[-1000:].mean() for k in ("a", "log_q")])
     assert np.all(np.abs(est - res.x) < 0.25 * se), (est, res.x, se)
 
@@ -82,7 +82,7 @@ def test_markov_score_climbing_reaches_the_inclusive_kl_optimum():
     iterations); the mean of their final iterates within 5 standard errors. (Averaging the
     last iterates of each fit shrinks the spread below the drift they share, measured 2e-4.)"""
     model = lg_family({"a": jnp.float64(0.9), "log_q": jnp.log(0.5)})
-    _, ys = smc.simulate(model, jax.random.key(3), 50)
+    _, ys = smc.simulate(jax.random.key(3), model, 50)
     rts = smc.rts_smoother(model, ys)
     second = np.asarray(rts.covs[:, 0, 0] + rts.means[:, 0] ** 2)
     s_lag = float(jnp.sum(rts.cross_covs[:, 0, 0] + rts.means[:-1, 0] * rts.means[1:, 0]))
@@ -100,7 +100,7 @@ def test_markov_score_climbing_reaches_the_inclusive_kl_optimum():
             "l": jnp.float64(0.0)}
     fits = []
     for seed in range(4):
-        out = smc.fit(lambda _: model, ys, ((), lam0), jax.random.key(10 + seed),
+        out = smc.fit(jax.random.key(10 + seed), lambda _: model, ys, ((), lam0),
                       method="score_climbing", variational=family, num_iterations=800,
                       num_particles=16)
         lam = out.params_history[1]
@@ -124,8 +124,8 @@ def test_stochastic_volatility_parameters_are_recovered():
     start = {"mu": jnp.float64(0.0), "z": jnp.float64(1.0), "log_sigma": jnp.log(0.5)}
     estimates = []
     for seed in range(6):
-        _, ys = smc.simulate(truth, jax.random.key(100 + seed), 300)
-        out = smc.fit(family, ys, start, jax.random.key(seed), num_iterations=600,
+        _, ys = smc.simulate(jax.random.key(100 + seed), truth, 300)
+        out = smc.fit(jax.random.key(seed), family, ys, start, num_iterations=600,
                       num_particles=16)
         h = out.params_history
         estimates.append([np.asarray(h["mu"])[-300:].mean(), np.tanh(np.asarray(h["z"])[-300:]).mean(),
