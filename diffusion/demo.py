@@ -72,7 +72,8 @@ def demo_case(seed: int = 0, num_samples: int = 10_000, num_steps: int = 20) -> 
     (the solver is affine here, so the law is Gaussian and computed exactly; see
     :func:`gaussian_sampling_w2`); it includes the prior mismatch at t_max = 1.
     "seconds" times drawing ``num_samples`` points (prior + ``solve_ode``; compilation
-    included).
+    included). For the demo's plot: "draws" (the samples, (num_samples, 2)) and
+    "exact_draws" (as many exact draws of the target p_{t_min}).
     """
     rng = np.random.default_rng(seed)
     mean = rng.normal(size=2)
@@ -90,6 +91,8 @@ def demo_case(seed: int = 0, num_samples: int = 10_000, num_steps: int = 20) -> 
     c, s = _law_from_images(sde, out[:3])
     tm, tc = _target(sde, mean, cov, sde.t_min)
     w2 = _gaussian_w2(c, s, tm, tc)
+    exact = tm + rng.standard_normal((num_samples, 2)) @ np.linalg.cholesky(tc).T
     return {"method": f"diffusion dpm_solver_2 ({num_steps} steps, {2 * num_steps} NFE)",
             "target": "Gaussian (d=2), exact score", "w2_error": w2, "min_ess": None,
-            "seconds": seconds, "plot": None}
+            "seconds": seconds, "plot": None, "draws": np.asarray(out[3:]),
+            "exact_draws": exact}

@@ -713,7 +713,8 @@ def demo_case(seed: int = 0, num_points: int = 500, num_steps: int = 500) -> dic
     (an optimal assignment, :func:`samplers.diagnostics.empirical_w2`; 0 is the exact answer).
 
     Returns a dict with "method", "target", "w2_error", "min_ess" (None: particles, not a
-    chain), "seconds" and "plot" (None).
+    chain), "seconds", "plot" (None) and, for the demo's plot, "draws" (the final particles,
+    (num_points, 2)) and "exact_draws" (the target cloud, (num_points, 2)).
     """
     from .diagnostics import empirical_w2
     from .run import run
@@ -732,4 +733,5 @@ def demo_case(seed: int = 0, num_points: int = 500, num_steps: int = 500) -> dic
     seconds = time.perf_counter() - start
     return {"method": "sw flow (upper CV)", "target": "ring cloud (n=500, d=2)",
             "w2_error": float(empirical_w2(final, target)), "min_ess": None,
-            "seconds": seconds, "plot": None}
+            "seconds": seconds, "plot": None, "draws": final, "exact_draws": target,
+            "draws_label": f"particles after {num_steps} steps", "exact_label": "target cloud"}

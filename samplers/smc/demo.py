@@ -46,7 +46,10 @@ def demo_case(seed: int = 0, num_steps: int = 50, num_particles: int = 32, num_s
     of the standard errors of m_hat_t and sqrt(v_hat_t), computed across the chains
     (delta method); an unbiased estimator has w2_error close to mc_error.
     "seconds" includes compilation. Returns a dict with "method", "target", "w2_error",
-    "min_ess" (None), "seconds", "plot" (None) and "mc_error".
+    "min_ess" (None), "seconds", "plot" (None), "mc_error" and, for the demo's plot,
+    "marginals": {"t", "mean", "sd", "exact_mean", "exact_sd", "observations"}, arrays over
+    t = 0..num_steps-1 (the estimated and the exact smoothing means and standard deviations,
+    and the data y_t).
     """
     model = LinearGaussian(0.9, 0.5, 1.0, 1.0, 0.0, 1.0)
     k_data, k_path, k_run = jax.random.split(jax.random.key(seed), 3)
@@ -76,4 +79,7 @@ def demo_case(seed: int = 0, num_steps: int = 50, num_particles: int = 32, num_s
     return {"method": f"ppg (N={num_particles}, {num_sweeps} sweeps, k0={burn_in})",
             "target": f"LG smoothing marginals (T={num_steps}, d=1)",
             "w2_error": float(np.sqrt(np.mean(w2_sq))), "min_ess": None, "seconds": seconds,
-            "plot": None, "mc_error": float(np.sqrt(np.mean(var_m1 + var_sd)))}
+            "plot": None, "mc_error": float(np.sqrt(np.mean(var_m1 + var_sd))),
+            "marginals": {"t": np.arange(num_steps), "mean": m_hat, "sd": sd_hat,
+                          "exact_mean": mean, "exact_sd": np.sqrt(var),
+                          "observations": np.asarray(ys, np.float64).reshape(num_steps, -1)[:, 0]}}

@@ -37,7 +37,9 @@ def demo_case(seed: int = 0, num_particles: int = 100, num_steps: int = 1000) ->
     The error ``w2_error`` is the Wasserstein-2 distance between the Gaussian with the
     particles' mean and covariance and the one with the exact Dirichlet mean and covariance
     (the metric of the other demo rows). Returns a dict with "method", "target",
-    "w2_error", "min_ess" (None: particles, not a chain), "seconds" and "plot" (None).
+    "w2_error", "min_ess" (None: particles, not a chain), "seconds", "plot" (None) and, for
+    the demo's plot, "draws" (the final particles, (num_particles, 3): the first three
+    coordinates of the simplex) and "exact_draws" (1000 exact Dirichlet draws, likewise).
     """
     from ..diagnostics import gaussian_w2
     from ..run import run
@@ -53,5 +55,8 @@ def demo_case(seed: int = 0, num_particles: int = 100, num_steps: int = 1000) ->
     seconds = time.perf_counter() - start
     error = float(gaussian_w2(final.mean(0), np.cov(final.T), np.asarray(target.mean),
                               np.asarray(target.cov)))
+    exact = np.asarray(target.sample(jax.random.fold_in(jax.random.key(seed), 1), 1000))
     return {"method": "msvgd (simplex)", "target": f"dirichlet{DEMO_ALPHA} (n={num_particles})",
-            "w2_error": error, "min_ess": None, "seconds": seconds, "plot": None}
+            "w2_error": error, "min_ess": None, "seconds": seconds, "plot": None,
+            "draws": final, "exact_draws": exact, "axis_labels": ("$x_1$", "$x_2$"),
+            "draws_label": f"msvgd: {num_particles} particles after {num_steps} steps"}
