@@ -239,7 +239,7 @@ def simulation_check(cfg: dict) -> dict:
                -0.5 * (x - m) @ a @ (x - m) for a, m in zip(problem.A, problem.mu)]
     fed = samplers.fald(clients, K, eta, weights=problem.p)
     start = time.perf_counter()
-    trace = samplers.run(fed, jax.random.key(cfg["seed"]), jnp.asarray(problem.x0, jnp.float32),
+    trace = samplers.run(jax.random.key(cfg["seed"]), fed, jnp.asarray(problem.x0, jnp.float32),
                          num_rounds, num_chains=chains, progress=False)
     x = np.asarray(trace.positions, np.float64)  # (chains, rounds, d); draw r = after round r + 1
     seconds = time.perf_counter() - start

@@ -233,7 +233,7 @@ def run_overhead_case(dim: int, num_chains: int, num_steps: int, key) -> Case:
         return jnp.swapaxes(positions, 0, 1)
 
     def ours():
-        return samplers.run(alg, key, x0, num_steps, num_chains=num_chains,
+        return samplers.run(key, alg, x0, num_steps, num_chains=num_chains,
                             progress=False).positions
 
     def check(ours_out, peer_out):

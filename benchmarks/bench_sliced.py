@@ -61,7 +61,7 @@ def cases(cfg):
         params = {"n": n, "d": d, "L": L}
 
         def ours(cv=None, xj=xj, yj=yj, thj=thj):
-            return sliced.sliced_wasserstein(xj, yj, directions=thj, control_variate=cv)
+            return sliced.sliced_wasserstein(None, xj, yj, directions=thj, control_variate=cv)
 
         def check(a, b):
             return {"SW_2": (a, b)}

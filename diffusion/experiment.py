@@ -163,7 +163,7 @@ def run_experiment(target: str = "ring", solver_names: Sequence[str] = ("euler",
         sw_key = jax.random.key(seed + 1)
 
         def sw(x):  # the one estimator of every SW number reported: same n, key, directions
-            return sliced_wasserstein(x, exact, key=sw_key, num_projections=NUM_PROJECTIONS)
+            return sliced_wasserstein(sw_key, x, exact, num_projections=NUM_PROJECTIONS)
 
         fresh = jnp.asarray(np.stack([draw(rng, num_samples) for _ in range(floor_draws)]), dtype)
         floor_values = np.asarray(sw(fresh), np.float64)  # a batch of pairs, same directions

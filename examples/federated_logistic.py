@@ -57,7 +57,7 @@ def run_fald(target, clients, local_steps: int, step_size: float, num_rounds: in
     """FA-LD with independent noise and full client gradients, one draw per round."""
     fed = samplers.fald(clients, local_steps=local_steps, step_size=step_size,
                         loglik_fn=target.loglik_fn, logprior_fn=target.logprior_fn)
-    return samplers.run(fed, jax.random.key(seed), jnp.zeros(target.dim), num_rounds,
+    return samplers.run(jax.random.key(seed), fed, jnp.zeros(target.dim), num_rounds,
                         num_chains=num_chains)
 
 

@@ -32,7 +32,7 @@ def flow_frames(target, source, control_variate, num_steps):
     """Particles after every step, and the flow's per-step SW estimate."""
     flow = samplers.sliced_wasserstein_flow(jnp.asarray(target, jnp.float32), step_size=0.2,
                                             num_projections=20, control_variate=control_variate)
-    trace = samplers.run(flow, jax.random.key(0), jnp.asarray(source, jnp.float32), num_steps,
+    trace = samplers.run(jax.random.key(0), flow, jnp.asarray(source, jnp.float32), num_steps,
                          progress=False)
     return np.asarray(trace.positions[0]), np.asarray(trace.stats["sw"][0])
 

@@ -209,7 +209,7 @@ def demo(out: str = "samplers-demo", num_chains: int = 4, seed: int = 0,
         batches = (None if case.batch_size is None
                    else minibatches(case.target.data, case.batch_size))
         start = time.perf_counter()
-        trace = run(case.algorithm, k_run, jnp.zeros(case.target.dim), case.num_steps,
+        trace = run(k_run, case.algorithm, jnp.zeros(case.target.dim), case.num_steps,
                     num_chains=num_chains, num_warmup=case.num_warmup, thin=10,
                     batches=batches, progress=False)
         x = np.asarray(trace.positions)

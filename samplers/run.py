@@ -259,8 +259,8 @@ def _trace(records, states, first_bad) -> Trace:
 
 
 def run(
-    algorithm: Algorithm,
     key: jax.Array,
+    algorithm: Algorithm,
     initial_position: PyTree,
     num_steps: int,
     *,
@@ -279,8 +279,9 @@ def run(
     """Run ``algorithm`` for ``num_warmup + num_steps`` steps on ``num_chains`` chains.
 
     Args:
+      key: a ``jax.random.key`` (first, as in every function that draws); chain c uses
+        ``fold_in``-derived keys of ``split(key)[c]``.
       algorithm: any :class:`samplers.Algorithm` (``samplers.mala(...)``, ...).
-      key: a ``jax.random.key``; chain c uses ``fold_in``-derived keys of ``split(key)[c]``.
       initial_position: a position pytree, shared by all chains, or with a leading chain
         axis when ``chain_axis=True``.
       num_steps: steps after warm-up; every ``thin``-th is kept (``num_steps // thin`` draws).
@@ -299,6 +300,9 @@ def run(
     Returns:
       A :class:`samplers.Trace` with (chain, draw) leading axes.
     """
+    if isinstance(key, Algorithm):
+        raise TypeError("samplers.run takes the key first: run(key, algorithm, "
+                        "initial_position, num_steps), got the algorithm as key")
     _validate(algorithm, num_steps, num_chains, num_warmup, thin, on_nonfinite,
               checkpoint, checkpoint_every, batches)
     check_finite_position("initial_position", initial_position)

@@ -500,7 +500,7 @@ def _prepare(x, y, key, num_projections, p, control_variate, coefficient, weight
                                      coefficient=coefficient, scheme=scheme, **flags)
 
 
-def sliced_wasserstein_estimate(x, y, *, key=None, num_projections: int = 100, p: float = 2,
+def sliced_wasserstein_estimate(key, x, y, *, num_projections: int = 100, p: float = 2,
                                 control_variate: Optional[str] = None,
                                 coefficient: str = "ols", weights_x=None, weights_y=None,
                                 scheme: str = "mc", directions=None) -> SlicedEstimate:
@@ -519,9 +519,9 @@ def sliced_wasserstein_estimate(x, y, *, key=None, num_projections: int = 100, p
     The same W_2-based variates serve p = 1.
 
     Args:
+      key: a ``jax.random.key`` for the directions (None when ``directions`` is given).
       x, y: points (n, d) and (m, d), n != m allowed; or a batch of pairs (B, n, d),
         (B, m, d) (one of them may be unbatched), all evaluated with the same directions.
-      key: a ``jax.random.key`` for the directions (not needed when ``directions`` is given).
       num_projections: L >= 1.
       p: the order, >= 1 (p = 1 and p = 2 are the tested cases).
       control_variate: None, "lower" or "upper".
@@ -545,7 +545,7 @@ def sliced_wasserstein_estimate(x, y, *, key=None, num_projections: int = 100, p
     return _estimate(*args, **static)
 
 
-def sliced_wasserstein(x, y, *, key=None, num_projections: int = 100, p: float = 2,
+def sliced_wasserstein(key, x, y, *, num_projections: int = 100, p: float = 2,
                        control_variate: Optional[str] = None, coefficient: str = "ols",
                        weights_x=None, weights_y=None, scheme: str = "mc",
                        directions=None) -> jax.Array:
@@ -556,7 +556,7 @@ def sliced_wasserstein(x, y, *, key=None, num_projections: int = 100, p: float =
     :func:`sliced_wasserstein_estimate`; a scalar, or shape (B,) for a batch of pairs.
     """
     return sliced_wasserstein_estimate(
-        x, y, key=key, num_projections=num_projections, p=p, control_variate=control_variate,
+        key, x, y, num_projections=num_projections, p=p, control_variate=control_variate,
         coefficient=coefficient, weights_x=weights_x, weights_y=weights_y, scheme=scheme,
         directions=directions).distance
 
@@ -608,7 +608,7 @@ def sliced_wasserstein_flow(target_points, step_size: float, *, num_projections:
     Returns:
       ``Algorithm(init, step, name="sw_flow")``; ``init(position (n, d), key=None)``,
       ``step(key, state, batch=None) -> (SWFlowState, SWFlowInfo)``. Use with
-      ``samplers.run(flow, key, source_points, num_steps)``.
+      ``samplers.run(key, flow, source_points, num_steps)``.
     """
     target = _check_points("target_points", target_points)
     if target.ndim != 2:
@@ -668,18 +668,18 @@ def _flatten_draws(name: str, draws, leading: int) -> np.ndarray:
     return np.concatenate([np.reshape(np.asarray(leaf), (size, -1)) for leaf in leaves], axis=1)
 
 
-def sliced_wasserstein_to_reference(draws, reference, *, key, num_projections: int = 200,
+def sliced_wasserstein_to_reference(key, draws, reference, *, num_projections: int = 200,
                                     p: float = 2, control_variate: Optional[str] = "upper",
                                     coefficient: str = "ols", scheme: str = "mc",
                                     chain_axes: Optional[int] = None) -> SlicedEstimate:
     """Compare any sampler's output with reference draws by sliced Wasserstein.
 
     Args:
+      key: a ``jax.random.key`` for the directions.
       draws: a :class:`samplers.Trace` (positions with (chain, draw) axes), or an array /
         pytree of draws with leading sample axes: (N, ...) or (chain, draw, ...).
       reference: exact draws from the target, an array / pytree with one leading axis (M, ...)
         and the same structure as one draw.
-      key: a ``jax.random.key`` for the directions.
       num_projections, p, control_variate, coefficient, scheme: as in
         :func:`sliced_wasserstein_estimate` (default: the upper control variate, which always
         reduces the variance -- Nguyen & Ho 2024, section 3.2).
@@ -700,7 +700,7 @@ def sliced_wasserstein_to_reference(draws, reference, *, key, num_projections: i
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"reference draws have {y.shape[1]} coordinates, draws have "
                          f"{x.shape[1]}: they must describe the same parameters")
-    return sliced_wasserstein_estimate(x, y, key=key, num_projections=num_projections, p=p,
+    return sliced_wasserstein_estimate(key, x, y, num_projections=num_projections, p=p,
                                        control_variate=control_variate,
                                        coefficient=coefficient, scheme=scheme)
 
@@ -727,7 +727,7 @@ def demo_case(seed: int = 0, num_points: int = 500, num_steps: int = 500) -> dic
     flow = sliced_wasserstein_flow(jnp.asarray(target, jnp.float32), step_size=0.2,
                                    num_projections=50, control_variate="upper")
     start = time.perf_counter()
-    trace = run(flow, jax.random.key(seed), jnp.asarray(source, jnp.float32), num_steps,
+    trace = run(jax.random.key(seed), flow, jnp.asarray(source, jnp.float32), num_steps,
                 thin=num_steps, progress=False)
     final = np.asarray(trace.positions[0, -1])
     seconds = time.perf_counter() - start

@@ -57,10 +57,10 @@ def test_sw_of_runs_and_floor_use_one_estimator_and_the_floor_is_an_exact_sample
         exact = jnp.asarray(res["_exact"])
         for row in res["results"]:
             x = jnp.asarray(res["_samples"][(row["solver"], row["num_steps"])])
-            assert row["sw"] == float(sliced_wasserstein(x, exact, key=key, num_projections=200))
+            assert row["sw"] == float(sliced_wasserstein(key, x, exact, num_projections=200))
         _, draw, _ = experiment.make_target("ring", experiment.VPSDE())
         rng = np.random.default_rng(12345)
-        own = np.array([float(sliced_wasserstein(jnp.asarray(draw(rng, 200)), exact, key=key,
+        own = np.array([float(sliced_wasserstein(key, jnp.asarray(draw(rng, 200)), exact,
                                                  num_projections=200)) for _ in range(20)])
     floor, sd, r = res["sw_noise_floor"], res["sw_noise_floor_sd"], res["sw_noise_floor_draws"]
     assert r == 20 and sd > 0

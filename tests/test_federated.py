@@ -37,7 +37,7 @@ def test_non_iid_logistic_regression_matches_the_reference_posterior_mean():
     for eta in (0.1 / L, 0.05 / L):
         fed = samplers.fald(clients, local_steps=5, step_size=eta, loglik_fn=target.loglik_fn,
                             logprior_fn=target.logprior_fn)
-        trace = samplers.run(fed, jax.random.key(0), x0, 1000, num_chains=64)
+        trace = samplers.run(jax.random.key(0), fed, x0, 1000, num_chains=64)
         x = np.asarray(trace.positions, np.float64)[:, 200:]
         m, se = zip(*(mc_mean(x[..., i]) for i in range(target.dim)))
         means.append(np.array(m))
@@ -77,7 +77,7 @@ def test_minibatch_client_gradient_is_unbiased():
 def test_decaying_step_size_is_reported():
     lps = [lambda x: -0.5 * jnp.sum(x ** 2), lambda x: -0.5 * jnp.sum((x - 1) ** 2)]
     fed = samplers.fald(lps, 2, lambda r: 0.1 / (1.0 + r))
-    trace = samplers.run(fed, jax.random.key(0), jnp.zeros(2), 5)
+    trace = samplers.run(jax.random.key(0), fed, jnp.zeros(2), 5)
     np.testing.assert_allclose(trace.stats["step_size"][0], 0.1 / (1.0 + np.arange(5)), rtol=1e-6)
 
 
@@ -94,8 +94,8 @@ SHARDED_SCRIPT = textwrap.dedent("""
     for participation in (federated.scheme_i(5),):
         fed = samplers.fald((X, y), 3, 0.01, loglik_fn=loglik, logprior_fn=prior,
                             participation=participation, batch_size=4)
-        a = samplers.run(fed, jax.random.key(0), jnp.zeros(2), 30, num_chains=2)
-        b = samplers.run(federated.sharded(fed, mesh), jax.random.key(0), jnp.zeros(2), 30, num_chains=2)
+        a = samplers.run(jax.random.key(0), fed, jnp.zeros(2), 30, num_chains=2)
+        b = samplers.run(jax.random.key(0), federated.sharded(fed, mesh), jnp.zeros(2), 30, num_chains=2)
         diff = np.max(np.abs(np.asarray(a.positions) - np.asarray(b.positions)))
         scale = np.max(np.abs(np.asarray(a.positions)))
         print("max abs diff", diff, "scale", scale)
@@ -128,8 +128,8 @@ MULTIHOST_WORKER = textwrap.dedent("""
     prior = lambda w: -0.5 * jnp.sum(w ** 2)
     fed = samplers.fald((X, y), 3, 0.01, loglik_fn=loglik, logprior_fn=prior)
     mesh = jax.make_mesh((4,), ("clients",))  # spans both processes
-    b = samplers.run(federated.sharded(fed, mesh), jax.random.key(0), jnp.zeros(2), 10, num_chains=2)
-    a = samplers.run(fed, jax.random.key(0), jnp.zeros(2), 10, num_chains=2)
+    b = samplers.run(jax.random.key(0), federated.sharded(fed, mesh), jnp.zeros(2), 10, num_chains=2)
+    a = samplers.run(jax.random.key(0), fed, jnp.zeros(2), 10, num_chains=2)
     diff = np.max(np.abs(np.asarray(a.positions) - np.asarray(b.positions)))
     assert diff <= 1e-5 * np.max(np.abs(np.asarray(a.positions))), diff
     print("OK", diff)

@@ -24,7 +24,7 @@ def test_mala_recovers_a_correlated_gaussian_and_hits_its_acceptance_target():
         r = x - mean_j
         return -0.5 * r @ prec_j @ r
 
-    trace = samplers.run(samplers.mala(logdensity, 0.1), jax.random.key(0), jnp.zeros(d),
+    trace = samplers.run(jax.random.key(0), samplers.mala(logdensity, 0.1), jnp.zeros(d),
                          10_000, num_chains=8, num_warmup=1000, thin=2)
     x = np.asarray(trace.positions, dtype=np.float64)  # (chain, draw, d)
     white = (x - mean) @ np.linalg.cholesky(prec)  # N(0, I) under the target
@@ -41,7 +41,7 @@ def test_mala_recovers_a_correlated_gaussian_and_hits_its_acceptance_target():
 
 def test_mala_is_exact_where_ula_is_biased():
     """N(0, 1) at h = 1: ULA's variance would be 2; MALA's is 1 with acceptance 0.7838."""
-    trace = samplers.run(samplers.mala(lambda x: -0.5 * jnp.sum(x ** 2), 1.0), jax.random.key(1),
+    trace = samplers.run(jax.random.key(1), samplers.mala(lambda x: -0.5 * jnp.sum(x ** 2), 1.0),
                          jnp.zeros(1), 4000, num_chains=200, num_warmup=200,
                          adapt_step_size=False)
     x = np.asarray(trace.positions)[..., 0]
@@ -101,7 +101,7 @@ def test_minibatch_gradient_is_unbiased_and_control_variate_is_exact_at_centre()
 def test_sgld_step_size_schedule_is_reported():
     schedule = lambda k: 0.1 / (1.0 + k) ** 0.55  # noqa: E731  (Teh et al. 2016 decay)
     alg = samplers.sgld(lambda x, batch: -x, schedule)
-    trace = samplers.run(alg, jax.random.key(0), jnp.zeros(1), 10)
+    trace = samplers.run(jax.random.key(0), alg, jnp.zeros(1), 10)
     np.testing.assert_allclose(trace.stats["step_size"][0], 0.1 / (1.0 + np.arange(10)) ** 0.55,
                                rtol=1e-6)
 
@@ -112,7 +112,7 @@ def test_sgld_recovers_the_bayesian_linear_regression_posterior_mean():
     target = samplers.targets.make_linear_regression(jax.random.key(4), n=200, d=3)
     grad = samplers.minibatch_gradient(target.logprior_fn, target.loglik_fn, 200)
     h = 0.1 / float(np.linalg.eigvalsh(np.linalg.inv(target.cov)).max())
-    trace = samplers.run(samplers.sgld(grad, h), jax.random.key(5), jnp.zeros(3), 3000,
+    trace = samplers.run(jax.random.key(5), samplers.sgld(grad, h), jnp.zeros(3), 3000,
                          num_chains=100, num_warmup=500, thin=3,
                          batches=samplers.data.minibatches(target.data, 20))
     x = np.asarray(trace.positions)

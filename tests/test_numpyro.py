@@ -190,7 +190,7 @@ def test_run_exports_the_models_constrained_and_deterministic_sites():
     logdensity_fn, z0, constrain_fn = samplers.numpyro.logdensity(
         eight_schools, J, SIGMA, y=Y, num_chains=4, init_strategy=numpyro.infer.init_to_median)
     assert z0["mu"].shape == (4,) and len(np.unique(np.asarray(z0["mu"]))) == 4
-    trace = samplers.run(samplers.mala(logdensity_fn, step_size=0.1), jax.random.key(0), z0,
+    trace = samplers.run(jax.random.key(0), samplers.mala(logdensity_fn, step_size=0.1), z0,
                          num_steps=200, num_chains=4, chain_axis=True)
     idata = trace.to_arviz(constrain_fn=constrain_fn)
     post = idata.posterior

@@ -24,7 +24,7 @@ MALA = samplers.mala(logdensity, 0.5)
 
 def _run(alg=MALA, key=0, **kw):
     kw = {"num_chains": 3, **kw}
-    return samplers.run(alg, jax.random.key(key), jnp.zeros(2), kw.pop("num_steps", 40), **kw)
+    return samplers.run(jax.random.key(key), alg, jnp.zeros(2), kw.pop("num_steps", 40), **kw)
 
 
 def _leaves_equal(a, b):
@@ -66,7 +66,7 @@ def test_pytree_positions_and_arviz_export():
         return -0.5 * (jnp.sum(p["a"] ** 2) + jnp.sum(p["b"] ** 2) / 4)
 
     x0 = {"a": jnp.zeros(3), "b": jnp.zeros((2, 2))}
-    trace = samplers.run(samplers.mala(lp, 0.3), jax.random.key(0), x0, 20, num_chains=2,
+    trace = samplers.run(jax.random.key(0), samplers.mala(lp, 0.3), x0, 20, num_chains=2,
                          num_warmup=10)
     assert trace.positions["a"].shape == (2, 20, 3) and trace.positions["b"].shape == (2, 20, 2, 2)
     idata = trace.to_arviz()
@@ -87,20 +87,20 @@ def test_bad_step_size_is_named(factory, bad):
 
 def test_bad_inputs_get_clear_errors():
     with pytest.raises(TypeError, match="scalar log-density"):
-        samplers.run(samplers.ula(lambda x: -0.5 * x ** 2, 0.1), jax.random.key(0), jnp.zeros(2), 10)
+        samplers.run(jax.random.key(0), samplers.ula(lambda x: -0.5 * x ** 2, 0.1), jnp.zeros(2), 10)
     with pytest.raises(ValueError, match="initial_position must be finite"):
-        samplers.run(ULA, jax.random.key(0), jnp.array([0.0, jnp.nan]), 10)
+        samplers.run(jax.random.key(0), ULA, jnp.array([0.0, jnp.nan]), 10)
     with pytest.raises(ValueError, match="leading axis of size num_chains=3"):
-        samplers.run(ULA, jax.random.key(0), jnp.zeros((2, 2)), 10, num_chains=3, chain_axis=True)
+        samplers.run(jax.random.key(0), ULA, jnp.zeros((2, 2)), 10, num_chains=3, chain_axis=True)
     with pytest.raises(ValueError, match="num_steps must be a multiple of thin"):
         _run(num_steps=10, thin=3)
     with pytest.raises(ValueError, match="num_chains must be an integer >= 1"):
         _run(num_chains=0)
     with pytest.raises(ValueError, match="log-density -inf"):
-        samplers.run(samplers.ula(lambda x: jnp.where(x[0] > 0, -jnp.sum(x), -jnp.inf), 0.1),
-                     jax.random.key(0), jnp.array([-1.0, 1.0]), 10)
+        samplers.run(jax.random.key(0),
+                     samplers.ula(lambda x: jnp.where(x[0] > 0, -jnp.sum(x), -jnp.inf), 0.1), jnp.array([-1.0, 1.0]), 10)
     with pytest.raises(TypeError, match="algorithm must be a samplers.Algorithm"):
-        samplers.run(logdensity, jax.random.key(0), jnp.zeros(2), 10)
+        samplers.run(jax.random.key(0), logdensity, jnp.zeros(2), 10)
     with pytest.raises(ValueError, match="on_nonfinite"):
         _run(on_nonfinite="ignore")
 
@@ -110,9 +110,9 @@ def test_chain_that_turns_nonfinite_is_named_or_flagged():
     alg = samplers.ula(lambda x: -0.5 * jnp.sum(x ** 2), 2.5)
     x0 = jnp.array([[1e-30, 0.0], [1.0, 1.0]])
     with pytest.raises(samplers.NonFiniteError, match=r"chain 1 turned non-finite .* at step \d+") as err:
-        samplers.run(alg, jax.random.key(0), x0, 2000, num_chains=2, chain_axis=True,
+        samplers.run(jax.random.key(0), alg, x0, 2000, num_chains=2, chain_axis=True,
                      checkpoint=None)
-    flagged = samplers.run(alg, jax.random.key(0), x0, 2000, num_chains=2, chain_axis=True,
+    flagged = samplers.run(jax.random.key(0), alg, x0, 2000, num_chains=2, chain_axis=True,
                            on_nonfinite="flag")
     step = int(flagged.nonfinite_step[1])
     assert step > 0 and f"step {step}" in str(err.value)
@@ -173,7 +173,7 @@ def test_minibatches_are_fresh_per_step_and_chain():
         seen.append(batch.shape)
         return -x + 0.0 * jnp.sum(batch)
 
-    trace = samplers.run(samplers.sgld(grad, 0.01), jax.random.key(0), jnp.zeros(1), 20,
+    trace = samplers.run(jax.random.key(0), samplers.sgld(grad, 0.01), jnp.zeros(1), 20,
                          num_chains=2, batches=samplers.data.minibatches(data, 5))
     assert seen[0] == (5,) and trace.stats["step_size"].shape == (2, 20)
     batches = samplers.data.minibatches(data, 5)

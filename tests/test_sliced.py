@@ -33,7 +33,7 @@ def whitened(rng, n, d):
 def over_keys(x, y, num_keys, seed=0, **kwargs):
     """The estimate for ``num_keys`` independent keys, one compiled vmap; numpy fields."""
     keys = jax.random.split(jax.random.key(seed), num_keys)
-    fn = jax.jit(jax.vmap(lambda k: sliced.sliced_wasserstein_estimate(x, y, key=k, **kwargs)))
+    fn = jax.jit(jax.vmap(lambda k: sliced.sliced_wasserstein_estimate(k, x, y, **kwargs)))
     return jax.tree.map(np.asarray, fn(keys))
 
 
@@ -60,7 +60,7 @@ def test_matches_pot_on_the_same_directions(p):
                  ((x, y, None, None), (x, y, None, None)),                     # unequal sizes
                  ((x, y, a, b), (x, y, a / a.sum(), b / b.sum()))]             # weights
         for (xo, yo, ao, bo), (xp, yp, ap, bp) in cases:
-            ours = sliced.sliced_wasserstein(xo, yo, directions=theta, p=p, weights_x=ao,
+            ours = sliced.sliced_wasserstein(None, xo, yo, directions=theta, p=p, weights_x=ao,
                                              weights_y=bo)
             peer = ot.sliced_wasserstein_distance(xp, yp, ap, bp, projections=proj, p=p)
             np.testing.assert_allclose(float(ours), peer, rtol=1e-12)
@@ -91,13 +91,13 @@ def test_isotropic_gaussians_closed_form_all_estimators():
     with jax.enable_x64(True):
         z = whitened(rng, 500, d)
         x, y = m1 + s1 * z, m2 + s2 * z
-        plain = sliced.sliced_wasserstein_estimate(x, y, key=jax.random.key(3), num_projections=200)
+        plain = sliced.sliced_wasserstein_estimate(jax.random.key(3), x, y, num_projections=200)
         assert abs(float(plain.value) - exact) <= Z * float(plain.stderr)
         assert float(plain.stderr) > 0
         for cv in ("lower", "upper"):
             # here W(theta) = C_low(theta) + (s1 - s2)^2: affine in both variates, so the
             # least-squares coefficient makes the estimate exact (the shared note's B.3)
-            est = sliced.sliced_wasserstein_estimate(x, y, key=jax.random.key(3),
+            est = sliced.sliced_wasserstein_estimate(jax.random.key(3), x, y,
                                                      num_projections=200, control_variate=cv)
             np.testing.assert_allclose(float(est.value), exact, rtol=1e-10)
             assert float(est.stderr) < 1e-8 * exact
@@ -114,10 +114,10 @@ def test_proportional_covariances_within_reported_standard_errors():
         z = whitened(rng, 400, d) @ A.T
         x, y = m1 + z, m2 + c * z
         exact = np.sum((m1 - m2) ** 2) / d + (1 - c) ** 2 * np.trace(A @ A.T) / d
-        plain = sliced.sliced_wasserstein_estimate(x, y, key=jax.random.key(5), num_projections=400)
+        plain = sliced.sliced_wasserstein_estimate(jax.random.key(5), x, y, num_projections=400)
         for cv, coef in ((None, "ols"), ("lower", "crossfit"), ("upper", "ols"),
                          ("upper", "crossfit")):
-            est = sliced.sliced_wasserstein_estimate(x, y, key=jax.random.key(5),
+            est = sliced.sliced_wasserstein_estimate(jax.random.key(5), x, y,
                                                      num_projections=400, control_variate=cv,
                                                      coefficient=coef)
             assert abs(float(est.value) - exact) <= Z * float(est.stderr), (cv, coef)
@@ -133,18 +133,18 @@ def test_translates_and_dirac_target_are_exact():
         x = rng.exponential(size=(60, 6)) ** 2                # far from Gaussian
         s = np.array([1.0, -2.0, 0.5, 3.0, 0.0, 1.5])
         for coef in ("ols", "crossfit"):
-            est = sliced.sliced_wasserstein_estimate(x, x + s, key=jax.random.key(7),
+            est = sliced.sliced_wasserstein_estimate(jax.random.key(7), x, x + s,
                                                      num_projections=8, control_variate="lower",
                                                      coefficient=coef)
             np.testing.assert_allclose(float(est.value), s @ s / 6, rtol=1e-10)
             assert float(est.variance_factor) > 1e10  # Var(residuals) = 0 up to round-off
         c = np.full((1, 6), 0.3)
-        est = sliced.sliced_wasserstein_estimate(x, c, key=jax.random.key(8), num_projections=5,
+        est = sliced.sliced_wasserstein_estimate(jax.random.key(8), x, c, num_projections=5,
                                                  control_variate="upper")
         expected = (np.sum((x.mean(0) - c[0]) ** 2) + np.sum(x.var(0))) / 6
         np.testing.assert_allclose(float(est.value), expected, rtol=1e-10)
         # the reference coefficient is not exact for translates (biased at small L)
-        ref = sliced.sliced_wasserstein_estimate(x, x + s, key=jax.random.key(7), num_projections=8,
+        ref = sliced.sliced_wasserstein_estimate(jax.random.key(7), x, x + s, num_projections=8,
                                                  control_variate="lower", coefficient="reference")
         assert abs(float(ref.value) - s @ s / 6) > 1e-6
 
@@ -156,13 +156,13 @@ def test_orthogonal_blocks_integrate_quadratics_exactly():
     with jax.enable_x64(True):
         x = rng.standard_normal((50, 4))
         s = np.array([2.0, -1.0, 0.0, 1.0])
-        est = sliced.sliced_wasserstein_estimate(x, x + s, key=jax.random.key(1),
+        est = sliced.sliced_wasserstein_estimate(jax.random.key(1), x, x + s,
                                                  num_projections=12, scheme="orthogonal")
         np.testing.assert_allclose(float(est.value), s @ s / 4, rtol=1e-10)
         y = rng.exponential(size=(50, 4))
-        plain = sliced.sliced_wasserstein_estimate(x, y, key=jax.random.key(2), num_projections=12,
+        plain = sliced.sliced_wasserstein_estimate(jax.random.key(2), x, y, num_projections=12,
                                                    scheme="orthogonal")
-        cv = sliced.sliced_wasserstein_estimate(x, y, key=jax.random.key(2), num_projections=12,
+        cv = sliced.sliced_wasserstein_estimate(jax.random.key(2), x, y, num_projections=12,
                                                 scheme="orthogonal", control_variate="upper")
         np.testing.assert_allclose(float(cv.value), float(plain.value), rtol=1e-10)
         theta = np.asarray(sliced.directions(jax.random.key(3), 8, 4, "orthogonal", jnp.float64))
@@ -217,7 +217,7 @@ def test_gradient_matches_finite_differences():
         x, y = rng.standard_normal((20, 3)), rng.exponential(size=(25, 3))
         key = jax.random.key(13)
         for cv in ("upper",):  # the CV estimate contains the plain one (W_l) and the moments
-            f = lambda x: sliced.sliced_wasserstein(x, y, key=key, num_projections=16,  # noqa: E731
+            f = lambda x: sliced.sliced_wasserstein(key, x, y, num_projections=16,  # noqa: E731
                                                     control_variate=cv)
             grad = np.asarray(jax.grad(f)(x))
             direction = rng.standard_normal(x.shape)
@@ -232,27 +232,27 @@ def test_batched_pairs_equal_one_at_a_time():
     ys = rng.standard_normal((3, 20, 2)).astype(np.float32) + 1
     w = rng.uniform(size=(3, 20)).astype(np.float32)
     key = jax.random.key(15)
-    batch = sliced.sliced_wasserstein_estimate(xs, ys, key=key, num_projections=8, weights_y=w,
+    batch = sliced.sliced_wasserstein_estimate(key, xs, ys, num_projections=8, weights_y=w,
                                                control_variate="upper")
     assert batch.value.shape == (3,)
     for i in range(3):
-        one = sliced.sliced_wasserstein_estimate(xs[i], ys[i], key=key, num_projections=8,
+        one = sliced.sliced_wasserstein_estimate(key, xs[i], ys[i], num_projections=8,
                                                  weights_y=w[i], control_variate="upper")
         np.testing.assert_allclose(float(batch.value[i]), float(one.value), rtol=1e-5)
 
 
 def test_reproducible_and_key_dependent():
     x, y = shapes_2d(np.random.default_rng(16), 50)
-    a = sliced.sliced_wasserstein(x, y, key=jax.random.key(0), num_projections=10)
-    b = sliced.sliced_wasserstein(x, y, key=jax.random.key(0), num_projections=10)
-    c = sliced.sliced_wasserstein(x, y, key=jax.random.key(1), num_projections=10)
+    a = sliced.sliced_wasserstein(jax.random.key(0), x, y, num_projections=10)
+    b = sliced.sliced_wasserstein(jax.random.key(0), x, y, num_projections=10)
+    c = sliced.sliced_wasserstein(jax.random.key(1), x, y, num_projections=10)
     assert a.dtype == jnp.float32
     assert float(a) == float(b) and float(a) != float(c)
 
 
 def test_fewer_than_four_directions_fall_back_to_plain():
     x, y = shapes_2d(np.random.default_rng(17), 50)
-    est = sliced.sliced_wasserstein_estimate(x, y, key=jax.random.key(0), num_projections=3,
+    est = sliced.sliced_wasserstein_estimate(jax.random.key(0), x, y, num_projections=3,
                                              control_variate="upper")
     assert float(est.value) == float(est.plain) and float(est.gamma) == 0.0
 
@@ -278,9 +278,9 @@ def test_fewer_than_four_directions_fall_back_to_plain():
 def test_bad_input_is_named(kwargs, error, match):
     args = dict(x=np.zeros((10, 2)), y=np.ones((8, 2)), key=jax.random.key(0))
     args.update(kwargs)
-    x, y = args.pop("x"), args.pop("y")
+    x, y, key = args.pop("x"), args.pop("y"), args.pop("key")
     with pytest.raises(error, match=match):
-        sliced.sliced_wasserstein(x, y, **args)
+        sliced.sliced_wasserstein(key, x, y, **args)
 
 
 def test_flow_bad_input():
@@ -299,7 +299,7 @@ def test_flow_moves_the_source_cloud_onto_the_target():
     target, source = ring + np.float32(2.0), square
     flow = sliced.sliced_wasserstein_flow(target, step_size=0.2, num_projections=20,
                                           control_variate="upper")
-    trace = samplers.run(flow, jax.random.key(19), source, num_steps=400, progress=False)
+    trace = samplers.run(jax.random.key(19), flow, source, num_steps=400, progress=False)
     sw = np.asarray(trace.stats["sw"][0])
     assert sw[0] > 1.0 and sw[-1] < 1e-3 * sw[0]
     assert np.all(np.diff(sw[:5]) < 0)
@@ -316,7 +316,7 @@ def test_control_variate_gradient_has_lower_variance():
 
     def grads(cv):
         g = jax.vmap(jax.grad(lambda k, x: sliced.sliced_wasserstein_estimate(
-            x, target, key=k, num_projections=10, control_variate=cv).value, argnums=1),
+            k, x, target, num_projections=10, control_variate=cv).value, argnums=1),
             in_axes=(0, None))
         return np.asarray(jax.jit(g)(keys, square))
 
@@ -331,17 +331,17 @@ def test_diagnostic_compares_draws_with_reference():
     reference = rng.standard_normal((120, 3)).astype(np.float32)
     shift = np.array([1.0, 0.0, -2.0], np.float32)
     draws = (reference + shift).reshape(4, 30, 3)                # (chain, draw, d)
-    est = sliced.sliced_wasserstein_to_reference(draws, reference, key=jax.random.key(0),
+    est = sliced.sliced_wasserstein_to_reference(jax.random.key(0), draws, reference,
                                                  chain_axes=2, control_variate="lower")
     np.testing.assert_allclose(float(est.value), shift @ shift / 3, rtol=1e-4)
     # pytree draws are flattened leaf by leaf
     tree = {"a": draws[..., :1], "b": draws[..., 1:]}
     ref_tree = {"a": reference[:, :1], "b": reference[:, 1:]}
-    est2 = sliced.sliced_wasserstein_to_reference(tree, ref_tree, key=jax.random.key(0),
+    est2 = sliced.sliced_wasserstein_to_reference(jax.random.key(0), tree, ref_tree,
                                                   chain_axes=2, control_variate="lower")
     np.testing.assert_allclose(float(est2.value), float(est.value), rtol=1e-6)
     with pytest.raises(ValueError, match="reference draws have 2 coordinates"):
-        sliced.sliced_wasserstein_to_reference(draws, reference[:, :2], key=jax.random.key(0),
+        sliced.sliced_wasserstein_to_reference(jax.random.key(0), draws, reference[:, :2],
                                                chain_axes=2)
 
 

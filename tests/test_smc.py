@@ -204,7 +204,7 @@ def test_ppg_burn_in_removes_the_bias_paris_keeps(data1):
     model, ys, _, exact = data1
     alg = smc.ppg(model, ys, lag_one, num_particles=8, burn_in=4)
     start = smc.initial_path(jax.random.key(10), model, ys)
-    trace = samplers.run(alg, jax.random.key(11), start, num_steps=12, num_chains=400)
+    trace = samplers.run(jax.random.key(11), alg, start, num_steps=12, num_chains=400)
     rollout = np.asarray(trace.final_state.estimate)[:, 0, 0]
     replicate_check(rollout, exact, "PPG roll-out")
     paris = np.asarray(smc.paris(jax.random.split(jax.random.key(12), 400), model, ys, lag_one,

@@ -228,12 +228,12 @@ def test_run_pytrees_schedules_optax_and_arviz():
     rng = np.random.default_rng(5)
     x0 = jnp.asarray(rng.normal(size=(20, 2)), jnp.float32)
     alg = stein.svgd(gaussian_logdensity, step_size=0.1)
-    trace = samplers.run(alg, jax.random.key(0), x0, 20, thin=10, progress=False)
+    trace = samplers.run(jax.random.key(0), alg, x0, 20, thin=10, progress=False)
     assert trace.positions.shape == (1, 2, 20, 2)
 
     tree_alg = stein.svgd(lambda p: gaussian_logdensity(jnp.append(p["a"], p["b"])),
                           step_size=lambda c: 0.1)
-    tree_trace = samplers.run(tree_alg, jax.random.key(0), {"a": x0[:, :1], "b": x0[:, 1]},
+    tree_trace = samplers.run(jax.random.key(0), tree_alg, {"a": x0[:, :1], "b": x0[:, 1]},
                               20, thin=10, progress=False)
     flat = jnp.concatenate([tree_trace.positions["a"], tree_trace.positions["b"][..., None]], -1)
     np.testing.assert_allclose(flat, trace.positions, rtol=1e-5, atol=1e-6)
@@ -249,7 +249,7 @@ def test_nonfinite_particles_under_run_raise():
     t = dirichlet(jnp.array([2.0, 3.0, 4.0]))
     alg = stein.msvgd(t.logdensity_fn, mirror.simplex_entropic(), step_size=0.1)
     with pytest.raises(samplers.NonFiniteError, match="step 0"):
-        samplers.run(alg, jax.random.key(0), jnp.array([[0.2, 0.3], [0.7, 0.4], [0.1, 0.1]]),
+        samplers.run(jax.random.key(0), alg, jnp.array([[0.2, 0.3], [0.7, 0.4], [0.1, 0.1]]),
                      2, progress=False)
 
 
@@ -359,8 +359,8 @@ SHARDED_SCRIPT = textwrap.dedent("""
         ("svgd", lambda m: stein.svgd(tree_lp, step_size=0.05, block_size=16, mesh=m), y0),
     ]
     for name, make, start in cases:
-        a = samplers.run(make(None), jax.random.key(0), start, 20, num_chains=2, progress=False)
-        b = samplers.run(make(mesh), jax.random.key(0), start, 20, num_chains=2, progress=False)
+        a = samplers.run(jax.random.key(0), make(None), start, 20, num_chains=2, progress=False)
+        b = samplers.run(jax.random.key(0), make(mesh), start, 20, num_chains=2, progress=False)
         for la, lb, l0 in zip(jax.tree.leaves(a.positions), jax.tree.leaves(b.positions),
                               jax.tree.leaves(start)):
             moved = np.max(np.abs(np.asarray(la)[:, -1] - np.asarray(l0)))

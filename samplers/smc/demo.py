@@ -60,7 +60,7 @@ def demo_case(seed: int = 0, num_steps: int = 50, num_particles: int = 32, num_s
     # accept-reject (7 s against 16 s for one sweep on a busy 2-core CPU)
     alg = ppg(model, ys, additive, num_particles, burn_in=burn_in, initial_fn=initial,
               backward="exact")
-    trace = run(alg, k_run, initial_path(k_path, model, ys), num_sweeps, num_chains=num_chains,
+    trace = run(k_run, alg, initial_path(k_path, model, ys), num_sweeps, num_chains=num_chains,
                 thin=num_sweeps, progress=False)
     est = jax.tree.map(lambda a: np.asarray(a, np.float64), trace.final_state.estimate)
     seconds = time.perf_counter() - start

@@ -5,7 +5,7 @@ Liu & Wang, "Stein Variational Gradient Descent", NeurIPS 2016. See ``docs/stein
 
     alg = samplers.stein.msvgd(target.logdensity_fn, samplers.stein.mirror.simplex_entropic(),
                                optimizer=samplers.stein.rmsprop(0.1))
-    trace = samplers.run(alg, key, particles, num_steps=500, thin=500)
+    trace = samplers.run(key, alg, particles, num_steps=500, thin=500)
     idata = samplers.stein.to_arviz(trace)        # one chain, draw = particle
 """
 from __future__ import annotations
@@ -50,7 +50,7 @@ def demo_case(seed: int = 0, num_particles: int = 100, num_steps: int = 1000) ->
     x0 = jnp.asarray(rng.dirichlet(np.ones(len(DEMO_ALPHA)), num_particles)[:, :-1], jnp.float32)
     alg = msvgd(target.logdensity_fn, mirror.simplex_entropic(), step_size=0.1)
     start = time.perf_counter()
-    trace = run(alg, jax.random.key(seed), x0, num_steps, thin=num_steps, progress=False)
+    trace = run(jax.random.key(seed), alg, x0, num_steps, thin=num_steps, progress=False)
     final = np.asarray(trace.positions[0, -1], np.float64)
     seconds = time.perf_counter() - start
     error = float(gaussian_w2(final.mean(0), np.cov(final.T), np.asarray(target.mean),

@@ -64,7 +64,7 @@ def fald_stationary_law(make: Callable = federated.fald) -> Check:
     def measure(key, full: bool) -> Outcome:
         chains, rounds = (500, 1000) if full else (100, 200)
         fed = make(client_logdensities(A, mu), K, eta, weights=p)
-        trace = run(fed, key, jnp.ones(1), rounds, num_chains=chains, num_warmup=30,
+        trace = run(key, fed, jnp.ones(1), rounds, num_chains=chains, num_warmup=30,
                     progress=False)
         msq, se = mc_mean((np.asarray(trace.positions, np.float64)[..., 0] - post_mean) ** 2)
         m, S = stationary(A, mu, p, eta, K, 0.0)

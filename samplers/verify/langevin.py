@@ -21,7 +21,7 @@ from . import Check, Outcome, mc_mean, within
 
 def _second_moment(alg, key, chains: int, steps: int, warmup: int, **kwargs) -> tuple[float, float]:
     """E[x^2] of a one-dimensional chain started at 0, with its ESS-based standard error."""
-    trace = run(alg, key, jnp.zeros(1), steps, num_chains=chains, num_warmup=warmup,
+    trace = run(key, alg, jnp.zeros(1), steps, num_chains=chains, num_warmup=warmup,
                 progress=False, **kwargs)
     return mc_mean(np.asarray(trace.positions)[..., 0] ** 2)
 
@@ -83,7 +83,7 @@ def sgld_variance(make: Callable = langevin.sgld) -> Check:
         chains, steps = (300, 1200) if full else (100, 500)
         data, logprior, loglik, a, post_mean, g = gaussian_mean_model(n_data, batch)
         alg = make(langevin.minibatch_gradient(logprior, loglik, n_data), h)
-        trace = run(alg, key, jnp.full(1, post_mean), steps, num_chains=chains, num_warmup=100,
+        trace = run(key, alg, jnp.full(1, post_mean), steps, num_chains=chains, num_warmup=100,
                     batches=minibatches(data[:, None], batch), progress=False)
         var, se = mc_mean((np.asarray(trace.positions)[..., 0] - post_mean) ** 2)
         return within(var, (2 + h * g) / (a * (2 - h * a)), se,

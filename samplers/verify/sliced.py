@@ -85,7 +85,7 @@ def flow_translate(make: Callable = sliced.sliced_wasserstein_flow) -> Check:
         target = two_clouds(64)[0]
         shift = np.float32([2.0, -1.0])
         flow = make(jnp.asarray(target), h, num_projections=L)
-        trace = run(flow, key, jnp.asarray(target + shift), steps, num_chains=chains,
+        trace = run(key, flow, jnp.asarray(target + shift), steps, num_chains=chains,
                     thin=steps, progress=False)
         offset = np.asarray(trace.positions[:, -1], np.float64).mean(1) - target.mean(0)
         ratio = np.sum(offset ** 2, axis=1) / float(shift @ shift)

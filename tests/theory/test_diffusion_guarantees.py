@@ -331,7 +331,7 @@ def test_dsm_training_reaches_stated_sliced_distance_on_a_mixture():
                           num_steps=25, dim=2)
     xs.block_until_ready()
     seconds = time.perf_counter() - start
-    sw = float(samplers.sliced_wasserstein(xs, jnp.asarray(fresh), key=jax.random.key(2),
+    sw = float(samplers.sliced_wasserstein(jax.random.key(2), xs, jnp.asarray(fresh),
                                            num_projections=200))
     print("dsm", sw, seconds)
     assert sw < 0.6 and seconds < 60.0, (sw, seconds)

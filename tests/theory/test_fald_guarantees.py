@@ -48,7 +48,7 @@ def _stationary_partial(a, mu, p, eta, K, rho, scheme, S):
 
 def _run(fed, x0, rounds, warmup, chains=500, key=0):
     """Draws after ``warmup`` rounds (run as one compiled loop: a single compile per test)."""
-    trace = samplers.run(fed, jax.random.key(key), jnp.asarray(x0, jnp.float32), warmup + rounds,
+    trace = samplers.run(jax.random.key(key), fed, jnp.asarray(x0, jnp.float32), warmup + rounds,
                          num_chains=chains)
     return np.asarray(trace.positions, np.float64)[:, warmup:]
 

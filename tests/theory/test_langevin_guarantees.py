@@ -19,7 +19,7 @@ S2 = 2.0  # target variance for ULA
 
 
 def _stationary_second_moment(alg, x0, num_chains=500, num_steps=2000, num_warmup=300):
-    trace = samplers.run(alg, jax.random.key(11), x0, num_steps, num_chains=num_chains,
+    trace = samplers.run(jax.random.key(11), alg, x0, num_steps, num_chains=num_chains,
                          num_warmup=num_warmup)
     return mc_mean(np.asarray(trace.positions)[..., 0] ** 2)
 
@@ -42,7 +42,7 @@ def test_sgld_bias_grows_with_step_size_as_predicted():
     batches = samplers.data.minibatches(data[:, None], batch)
     variances = []
     for h in (0.001, 0.003, 0.006):
-        trace = samplers.run(samplers.sgld(grad, h), jax.random.key(3), jnp.full(1, post_mean),
+        trace = samplers.run(jax.random.key(3), samplers.sgld(grad, h), jnp.full(1, post_mean),
                              1200, num_chains=300, num_warmup=300, batches=batches)
         x = np.asarray(trace.positions)[..., 0]
         mean, se_mean = mc_mean(x)
@@ -85,7 +85,7 @@ def test_underdamped_splittings_are_second_order():
         errors, ses = [], []
         for h in hs:
             alg = samplers.underdamped(logdensity, h, friction=1.0, scheme=scheme)
-            trace = samplers.run(alg, jax.random.key(5), jnp.zeros(1), 1000, num_chains=600,
+            trace = samplers.run(jax.random.key(5), alg, jnp.zeros(1), 1000, num_chains=600,
                                  num_warmup=200)
             x = np.asarray(trace.positions)[..., 0]
             var_x, se_x = mc_mean(x ** 2)

@@ -36,7 +36,7 @@ def _clouds(seed=0, n=200):
 
 def _over_keys(x, y, num_keys, seed=1, **kwargs):
     keys = jax.random.split(jax.random.key(seed), num_keys)
-    fn = jax.jit(jax.vmap(lambda k: sliced.sliced_wasserstein_estimate(x, y, key=k, **kwargs)))
+    fn = jax.jit(jax.vmap(lambda k: sliced.sliced_wasserstein_estimate(k, x, y, **kwargs)))
     return jax.tree.map(np.asarray, fn(keys))
 
 
