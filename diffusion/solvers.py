@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from samplers.base import as_float, check_finite_rows
+
 from .sde import SDE, VESDE, VPSDE
 from .scores import gaussian_data
 
@@ -116,12 +118,24 @@ def check_score(score: Callable, dim: int, dtype=jnp.float32) -> None:
 
 
 def _check_positions(name, x):
-    x = jnp.asarray(x)
+    """A batch (n, d): integer/bool entries converted to the default float dtype; a concrete
+    batch with a NaN or infinite row is refused (ValueError naming the rows), since the
+    solvers would carry it to a NaN result silently."""
+    x = as_float(jnp.asarray(x))
     if x.ndim != 2:
         raise ValueError(f"{name} must have shape (num_points, d), got shape {x.shape}")
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        x = x.astype(jnp.zeros(()).dtype)
+    check_finite_rows(name, x)
     return x
+
+
+def _check_dim(dim):
+    """``dim`` of :func:`sample`: a positive int (one event axis; image shapes not yet)."""
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
+        raise TypeError(f"dim must be an int d (samples have shape (num_samples, d)); "
+                        f"image-shaped events are not supported yet, got dim={dim!r}")
+    if dim < 1:
+        raise ValueError(f"dim must be an integer >= 1, got dim={dim!r}")
+    return int(dim)
 
 
 def _resolve_grid(solver, time_grid):
@@ -420,8 +434,9 @@ def sample(key, sde, score, num_samples: int, *, solver: str = "dpm_solver_2",
            num_steps: int = 20, time_grid=None, t_min=None, t_max=None, dim=None,
            dtype=None):
     """Draw ``num_samples`` points: x_T from the SDE's prior, then :func:`solve_ode` (ODE
-    solvers) or :func:`solve_sde` (SDE solvers). ``dim`` defaults to ``score.dim`` (set by the
-    exact scores). Returns (num_samples, dim)."""
+    solvers) or :func:`solve_sde` (SDE solvers). ``dim`` (an int d) defaults to ``score.dim``
+    (set by the exact scores); image-shaped events (a tuple) are not supported yet.
+    Returns (num_samples, dim)."""
     _check_sde(sde)
     _check_solver(solver, SOLVERS)
     if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) \
@@ -430,7 +445,10 @@ def sample(key, sde, score, num_samples: int, *, solver: str = "dpm_solver_2",
     dim = getattr(score, "dim", None) if dim is None else dim
     if dim is None:
         raise ValueError("dim must be given (the score does not carry its dimension)")
+    dim = _check_dim(dim)
     dtype = jnp.dtype(dtype or jnp.zeros(()).dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"dtype must be a floating dtype (float32, float64, ...), got {dtype}")
     grid, ts = _resolve_grid(solver, time_grid)
     if grid == "custom":
         num_steps = ts.shape[0] - 1

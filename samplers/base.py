@@ -93,14 +93,95 @@ def check_positive(name: str, value, *, allow_callable: bool = False) -> None:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
 
 
-def check_scalar_logdensity(name: str, fn: Callable, position: PyTree) -> None:
-    """Raise TypeError when ``fn(position)`` is not a scalar (checked on shapes only)."""
-    shape = jax.eval_shape(fn, position).shape
+def as_float(tree: PyTree) -> PyTree:
+    """``tree`` with its integer and boolean leaves converted to the default float dtype.
+
+    The library's rule for integer input (positions, particles, a Gaussian's mean and scale,
+    diffusion batches): it is converted where it enters (``init``), as a user who writes
+    ``jnp.zeros(3, int)`` or ``np.arange(6).reshape(2, 3)`` expects, never refused and never
+    differentiated as an integer. Float and complex leaves are kept as they are; tracers are
+    converted too (the dtype is static), so this works under ``jit``/``vmap``.
+    """
+    default = jnp.result_type(float)
+
+    def convert(leaf):
+        dtype = jnp.result_type(leaf)
+        if jnp.issubdtype(dtype, jnp.inexact):
+            return leaf
+        return jnp.asarray(leaf, default)
+
+    return jax.tree.map(convert, tree)
+
+
+def describe_shapes(tree: PyTree) -> str:
+    """The shape of an array, or the shapes of a pytree's leaves, for error messages."""
+    def shape(leaf):
+        return tuple(leaf.shape) if hasattr(leaf, "shape") else tuple(np.shape(leaf))
+
+    leaves = jax.tree_util.tree_leaves_with_path(tree)
+    if len(leaves) == 1 and not leaves[0][0]:
+        return str(shape(leaves[0][1]))
+    return "{" + ", ".join(f"{jax.tree_util.keystr(path)}: {shape(leaf)}"
+                           for path, leaf in leaves) + "}"
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"
+
+
+def check_scalar_logdensity(name: str, fn: Callable, position: PyTree, *,
+                            position_name: str = "position",
+                            expected_shape: Optional[str] = None,
+                            given: Optional[str] = None) -> None:
+    """Check, on shapes only (``jax.eval_shape``, nothing is compiled or run), that
+    ``fn(position)`` is defined and returns a scalar.
+
+    Raises:
+      ValueError naming ``position_name``, the shape given (or the text ``given``, e.g.
+        "has dimension 4") and (when known) the shape ``expected_shape`` when ``fn`` fails on
+        ``position`` with a shape or type error (a position of the wrong shape for it);
+      TypeError naming ``name`` when ``fn(position)`` is not a scalar.
+
+    Works on tracers (under ``jit``/``vmap`` the per-chain shape is checked).
+    """
+    try:
+        out = jax.eval_shape(fn, position)
+    except jax.errors.ConcretizationTypeError:
+        raise  # Python control flow on traced values: JAX's own message says what to do
+    except (TypeError, ValueError, IndexError) as err:
+        expected = f" (it expects shape {expected_shape})" if expected_shape is not None else ""
+        given = f"has shape {describe_shapes(position)}" if given is None else given
+        raise ValueError(
+            f"{position_name} {given}, which {name} does not accept{expected}: evaluating "
+            f"{name} on it failed with {_first_line(err)}"
+        ) from err
+    shape = getattr(out, "shape", None)
+    if shape is None:
+        raise TypeError(f"{name} must return a scalar log-density, got "
+                        f"{type(out).__name__} {jax.tree.map(lambda a: a.shape, out)}")
     if shape != ():
         raise TypeError(
             f"{name} must return a scalar log-density, got an array of shape {shape}; "
             "sum over data points (and use jax.vmap over chains outside the log-density)"
         )
+
+
+def check_finite_rows(name: str, x) -> None:
+    """Raise ValueError naming the rows (first axis) of a concrete array ``x`` that hold a
+    NaN or infinite entry; tracers are skipped (checked where the array enters)."""
+    if isinstance(x, jax.core.Tracer):
+        return
+    arr = np.asarray(x)
+    if arr.ndim == 0:
+        if not np.isfinite(arr):
+            raise ValueError(f"{name} must be finite, got {arr!r}")
+        return
+    bad = np.flatnonzero(~np.all(np.isfinite(arr.reshape(arr.shape[0], -1)), axis=1))
+    if bad.size:
+        rows = ", ".join(map(str, bad[:10].tolist())) + (", ..." if bad.size > 10 else "")
+        raise ValueError(f"{name} must be finite, got NaN or infinite entries in "
+                         f"{bad.size} of its {arr.shape[0]} rows (rows {rows})")
 
 
 def check_finite_position(name: str, position: PyTree) -> None:

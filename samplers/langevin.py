@@ -5,6 +5,9 @@ discretise the overdamped diffusion dX = grad log p(X) dt + sqrt(2) dW (ULA, MAL
 the kinetic one dX = V dt, dV = grad log p(X) dt - gamma V dt + sqrt(2 gamma) dW.
 Step-size convention: x' = x + h grad log p(x) + sqrt(2 h) xi, as in Roberts & Tweedie (1996)
 and BlackJAX, so the closed forms in the method notes apply verbatim.
+Every ``init`` converts integer and boolean position leaves to the default float dtype and
+checks on shapes alone (``jax.eval_shape``, before anything is compiled) that the
+log-density accepts the position and returns a scalar (ValueError / TypeError otherwise).
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from .base import (
-    Algorithm, EmptyInfo, PyTree, check_positive, check_scalar_logdensity, tree_axpy,
+    Algorithm, EmptyInfo, PyTree, as_float, check_positive, check_scalar_logdensity, tree_axpy,
     tree_normal, tree_sqnorm,
 )
 
@@ -68,7 +71,9 @@ def _langevin_init(logdensity_fn: Callable) -> Callable:
 
     def init(position: PyTree, key=None) -> LangevinState:
         del key
-        check_scalar_logdensity("logdensity_fn", logdensity_fn, position)
+        position = as_float(position)  # integer/bool leaves -> the default float dtype
+        check_scalar_logdensity("logdensity_fn", logdensity_fn, position,
+                                position_name="initial_position")
         logdensity, grad = value_and_grad(position)
         return LangevinState(position, logdensity, grad)
 
@@ -167,7 +172,7 @@ def sgld(grad_estimator: Callable, step_size, temperature: float = 1.0) -> Algor
 
     def init(position, key=None) -> SGLDState:
         del key
-        return SGLDState(position, jnp.zeros((), jnp.int32))
+        return SGLDState(as_float(position), jnp.zeros((), jnp.int32))
 
     def step(key, state: SGLDState, batch=None):
         h = jnp.asarray(schedule(state.count), dtype=jnp.result_type(float))
@@ -253,7 +258,9 @@ def underdamped(logdensity_fn: Callable, step_size: float, friction: float = 1.0
     s = jnp.sqrt(-jnp.expm1(-2.0 * friction * h))
 
     def init(position, key=None) -> KineticState:
-        check_scalar_logdensity("logdensity_fn", logdensity_fn, position)
+        position = as_float(position)
+        check_scalar_logdensity("logdensity_fn", logdensity_fn, position,
+                                position_name="initial_position")
         logdensity, grad = value_and_grad(position)
         momentum = (jax.tree.map(jnp.zeros_like, position) if key is None
                     else tree_normal(key, position))

@@ -37,6 +37,7 @@ optimiser (Titsias & Lazaro-Gredilla 2014; Kucukelbir et al. 2017).
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 from typing import Any, Callable, NamedTuple, Optional
 
@@ -44,19 +45,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from samplers.base import check_positive, check_scalar_logdensity
+from samplers.base import as_float, check_positive, check_scalar_logdensity
 from samplers.data import Minibatches
+from samplers.run import NonFiniteError
 
 from .gaussian import Gaussian, check_gaussian
 
 __all__ = [
     "VIAlgorithm", "VIState", "VIInfo", "VITrace", "fbgvi", "sfbgvi", "bwgd", "reparam_vi",
     "jko_entropy_step", "expected_grad_hess", "minibatch_logdensity", "ravel_logdensity",
+    "default_step_size",
 ]
 
 EXPECTATIONS = ("monte_carlo", "gauss_hermite", "exact_gaussian")
 HESSIANS = ("exact", "stein")
 MAX_QUADRATURE_NODES = 100_000
+DEFAULT_STEP_FACTOR = 1.0       # step_size=None: h_k = c / max(L_0, ||H_k||_2), c = this
+DENSE_HESSIAN_MAX_DIM = 1024    # above this, L comes from Hessian-vector power iteration
+POWER_ITERATIONS = 50
 
 
 # --------------------------------------------------------------------------- types
@@ -69,11 +75,15 @@ class VIState(NamedTuple):
       params: the unconstrained parameters (reparameterised VI: (mean, raw Cholesky)); None
         for FB-GVI and BW-GD, whose parameters are ``q`` itself.
       opt_state: the optax state (reparameterised VI) or None.
+      step_size: the step size ``init`` chose from the target's curvature at ``q0`` when the
+        algorithm was built with ``step_size=None`` (see :func:`default_step_size`); None
+        when the algorithm has a fixed step size.
     """
 
     q: Gaussian
     params: Any = None
     opt_state: Any = None
+    step_size: Any = None
 
 
 class VIInfo(NamedTuple):
@@ -82,10 +92,14 @@ class VIInfo(NamedTuple):
     Attributes:
       min_eigenvalue: smallest eigenvalue of the new covariance (FB-GVI: >= step size).
       grad_norm: |E_q[grad V]| as estimated this step (reparameterised VI: the loss gradient norm).
+      step_size: the step size this step used (FB-GVI and BW-GD; with ``step_size=None`` it
+        is h_k = c / max(L_0, ||E_q[hess V]||_2), see :func:`default_step_size`); None for
+        reparameterised VI.
     """
 
     min_eigenvalue: jax.Array
     grad_norm: jax.Array
+    step_size: Any = None
 
 
 class VITrace(NamedTuple):
@@ -97,6 +111,8 @@ class VITrace(NamedTuple):
         of draws, common to all steps, so the curve is smooth); NaN when not computed.
       info: :class:`VIInfo` with a leading (T,) axis.
       nonfinite_step: first recorded step (1-based step count) whose state is not finite; -1.
+      step_size: the step size the run used (the one chosen at ``init`` when the algorithm
+        was built with ``step_size=None``).
     """
 
     mean: jax.Array
@@ -104,6 +120,7 @@ class VITrace(NamedTuple):
     elbo: jax.Array
     info: Any
     nonfinite_step: int
+    step_size: Optional[float] = None
 
     def kl_to(self, mean, cov) -> np.ndarray:
         """(T,) exact KL(q_t || N(mean, cov)) for a Gaussian reference (float64 numpy)."""
@@ -148,7 +165,8 @@ class VIAlgorithm(NamedTuple):
       step: ``step(key, state, batch=None) -> (VIState, VIInfo)``.
       kernel: ``kernel(key, state, batch, step_size)``: ``step`` with a traceable step size
         (None for :func:`reparam_vi`, whose optimiser owns its learning rate).
-      step_size: the step size ``step`` uses.
+      step_size: the step size ``step`` uses; None when it is chosen by ``init`` from the
+        target's curvature at ``q0`` (then ``state.step_size``).
       name: "fbgvi", "sfbgvi", "bwgd" or "reparam_vi".
       logdensity_fn: the target's log-density (used for the ELBO in ``run``).
       dim: the dimension the target expects, or None when not known.
@@ -164,7 +182,7 @@ class VIAlgorithm(NamedTuple):
 
     def run(self, key, q0: Gaussian, num_steps: int, *, batches: Optional[Minibatches] = None,
             record_every: int = 1, num_elbo_samples: int = 64,
-            on_nonfinite: str = "warn") -> tuple[Gaussian, VITrace]:
+            on_nonfinite: str = "raise") -> tuple[Gaussian, VITrace]:
         """Run ``num_steps`` steps from ``q0`` in one jitted ``lax.scan``.
 
         Args:
@@ -175,8 +193,12 @@ class VIAlgorithm(NamedTuple):
             ``logdensity_fn(x, batch)`` (see :func:`minibatch_logdensity`).
           record_every: keep (m, Sigma, ELBO, info) every this many steps.
           num_elbo_samples: draws for the ELBO estimate (0: no ELBO, NaN recorded).
-          on_nonfinite: "warn" (default), "raise" (FloatingPointError) or "ignore" when the
-            state turns non-finite (BW-GD at large step sizes); the step is in the trace.
+          on_nonfinite: what to do when the Gaussian turns non-finite (a step size above
+            the stability limit, BW-GD at large steps), the library's one policy:
+            "raise" (default: :class:`samplers.NonFiniteError`, a FloatingPointError, naming
+            the step and carrying the :class:`VITrace`) or "flag" (return; the step is in
+            ``trace.nonfinite_step``, a RuntimeWarning says so, and the non-finite Gaussian
+            refuses ``to_arviz``). "warn" is "flag"; "ignore" is "flag" without the warning.
 
         Returns:
           ``(q, trace)``: the final :class:`Gaussian` and a :class:`VITrace`.
@@ -189,29 +211,37 @@ class VIAlgorithm(NamedTuple):
         if isinstance(num_elbo_samples, bool) or int(num_elbo_samples) != num_elbo_samples \
                 or num_elbo_samples < 0:
             raise ValueError(f"num_elbo_samples must be an integer >= 0, got {num_elbo_samples!r}")
-        if on_nonfinite not in ("warn", "raise", "ignore"):
-            raise ValueError(f"on_nonfinite must be 'warn', 'raise' or 'ignore', got {on_nonfinite!r}")
+        if on_nonfinite not in ("raise", "flag", "warn", "ignore"):
+            raise ValueError(f"on_nonfinite must be 'raise' or 'flag' (or 'warn', 'ignore'), "
+                             f"got {on_nonfinite!r}")
         if batches is not None and not isinstance(batches, Minibatches):
             raise TypeError("batches must come from samplers.data.minibatches(data, batch_size), "
                             f"got {type(batches).__name__}")
         state = self.init(q0)
+        q0 = state.q  # validated, integer entries converted to the default float dtype
         k_run, k_elbo = jax.random.split(key)
         u_elbo = jax.random.normal(k_elbo, (int(num_elbo_samples), q0.dim), q0.mean.dtype)
         kernel = self.kernel if self.kernel is not None else _ignore_step_size(self.step)
-        h = jnp.asarray(self.step_size if self.step_size is not None else 0.0, q0.mean.dtype)
+        step_size = self.step_size if self.step_size is not None else state.step_size
+        h = jnp.asarray(step_size if step_size is not None else 0.0, q0.mean.dtype)
         state, (mean, cov, elbo, info) = _scan(
             kernel, self.logdensity_fn, num_steps // record_every, record_every,
             state, k_run, h, u_elbo, batches)
         finite = np.asarray(jnp.all(jnp.isfinite(mean), axis=1)
                             & jnp.all(jnp.isfinite(cov), axis=(1, 2)))
         bad = -1 if finite.all() else int((np.argmin(finite) + 1) * record_every)
+        reported = None if step_size is None else float(step_size)
+        trace = VITrace(mean, cov, elbo, info, bad, reported)
         if bad >= 0 and on_nonfinite != "ignore":
-            message = (f"{self.name}: the Gaussian turned non-finite by step {bad} (step size "
-                       f"{self.step_size}); reduce the step size")
+            by = f"at step {bad}" if record_every == 1 else f"by step {bad}"
+            message = (f"{self.name}: the Gaussian turned non-finite (NaN or inf) {by} "
+                       f"(step size {reported}); lower the step size, or build the "
+                       "algorithm with step_size=None to choose it from the target's "
+                       "curvature")
             if on_nonfinite == "raise":
-                raise FloatingPointError(message)
+                raise NonFiniteError(message, trace)
             warnings.warn(message, RuntimeWarning, stacklevel=2)
-        return state.q, VITrace(mean, cov, elbo, info, bad)
+        return state.q, trace
 
 
 @functools.lru_cache(maxsize=256)
@@ -270,31 +300,111 @@ def _check_logdensity(logdensity_fn, dim):
         _positive_int("dim", dim)
 
 
-def _make_init(logdensity_fn, dim, name, params_fn=None):
-    """``init(q0, key=None)``: validate ``q0`` against the target and build the state."""
+def _takes_batch(err: ValueError) -> bool:
+    """Whether a failed shape check says that the log-density wants a minibatch too."""
+    cause = str(err.__cause__ or "")
+    return isinstance(err.__cause__, TypeError) and (
+        "batch" in cause or "positional argument" in cause)
+
+
+def _make_init(logdensity_fn, dim, name, params_fn=None, choose_step=False):
+    """``init(q0, key=None)``: validate ``q0`` against the target and build the state.
+
+    Integer or boolean entries of ``q0`` are converted to the default float dtype (the
+    library's rule for integer input, :func:`samplers.base.as_float`). With
+    ``choose_step``, the state carries the step size :func:`default_step_size` picks at q0.
+    """
 
     def init(q0, key=None):
         del key
+        if isinstance(q0, Gaussian):
+            q0 = as_float(q0)
         check_gaussian("q0", q0, dim)
+        batched = False
         if not isinstance(q0.mean, jax.core.Tracer):
+            expected = None if dim is None else f"({dim},)"
             try:
-                shape = jax.eval_shape(logdensity_fn, q0.mean).shape
-            except TypeError as err:  # minibatch log-densities need a batch: checked in step
-                if "batch" in str(err) or "positional argument" in str(err):
-                    shape = ()
-                else:
-                    raise ValueError(f"q0 has dimension {q0.dim}, which logdensity_fn does not "
-                                     f"accept: {err}") from err
-            except Exception as err:  # noqa: BLE001 - shape errors come in many types
-                raise ValueError(f"q0 has dimension {q0.dim}, which logdensity_fn does not "
-                                 f"accept: {err}") from err
-            if shape != ():
-                check_scalar_logdensity("logdensity_fn", logdensity_fn, q0.mean)
-        if params_fn is None:
+                check_scalar_logdensity("logdensity_fn", logdensity_fn, q0.mean,
+                                        position_name="q0", given=f"has dimension {q0.dim}",
+                                        expected_shape=expected)
+            except ValueError as err:  # minibatch log-densities need a batch: checked in step
+                if not _takes_batch(err):
+                    raise
+                batched = True
+        if params_fn is not None:
+            return params_fn(q0)
+        if not choose_step:
             return VIState(q0)
-        return params_fn(q0)
+        if batched:
+            raise ValueError(f"{name} with step_size=None chooses the step from the Hessian "
+                             "of logdensity_fn(x) at q0.mean, but this logdensity_fn needs a "
+                             "minibatch; pass step_size explicitly")
+        return VIState(q0, step_size=default_step_size(logdensity_fn, q0))
 
     return init
+
+
+# ------------------------------------------------------------------ default step size
+
+@functools.partial(jax.jit, static_argnums=0)
+def _curvature(logdensity_fn, mean):
+    """L = ||hess log p(mean)||_2, the largest |eigenvalue| of the Hessian at ``mean``."""
+    d = mean.shape[0]
+    if d <= DENSE_HESSIAN_MAX_DIM:
+        H = jax.hessian(logdensity_fn)(mean)
+        return jnp.max(jnp.abs(jnp.linalg.eigvalsh(0.5 * (H + H.T))))
+    grad = jax.grad(logdensity_fn)
+
+    def hvp(v):
+        return jax.jvp(grad, (mean,), (v,))[1]
+
+    def power(_, carry):
+        v, _ = carry
+        w = hvp(v)
+        norm = jnp.linalg.norm(w)
+        return w / jnp.where(norm > 0, norm, 1.0), norm
+
+    v0 = jax.random.normal(jax.random.key(0), (d,), mean.dtype)
+    v0 = v0 / jnp.linalg.norm(v0)
+    return jax.lax.fori_loop(0, POWER_ITERATIONS, power, (v0, jnp.zeros((), mean.dtype)))[1]
+
+
+def default_step_size(logdensity_fn: Callable, q0: Gaussian, factor: float = DEFAULT_STEP_FACTOR):
+    """The starting step size of FB-GVI built with ``step_size=None``: h_0 = factor / L_0.
+
+    L_0 = ||hess log pi(m_0)||_2 is the target's curvature at the initial mean (the largest
+    absolute eigenvalue of the Hessian: ``jax.hessian`` and ``eigvalsh`` for d <= 1024, else
+    50 Hessian-vector power iterations). [DBCS23] Theorems 3.2-3.4 need h <= 1/beta for a
+    beta-smooth V (-beta I <= hess V <= beta I); L_0 is the local value of beta at m_0, so
+    h_0 = 1/L_0 (factor 1) is the theorem's condition at the start. Curvature elsewhere can be
+    much larger (draws of q_0 in a hierarchical model's funnel see tens of times L_0), so an
+    algorithm built with ``step_size=None`` also caps every step at the condition for the
+    Hessian estimate H_k that step uses: h_k = factor / max(L_0, ||H_k||_2). On a Gaussian
+    target H_k = A, L_0 = beta and h = 1/beta: FB-GVI converges to pi exactly, W2^2 contracting
+    by (1 - alpha/beta) per step or better.
+
+    Args:
+      logdensity_fn: ``x (d,) -> scalar`` (the full log-density, not a minibatch estimate).
+      q0: the initial :class:`~vi.gaussian.Gaussian`; its mean is where L_0 is measured.
+      factor: c in h_0 = c / L_0, in (0, 1] (1 for ``step_size=None``; a smaller factor gives
+        a more conservative fixed ``step_size`` to pass explicitly).
+
+    Returns a Python float when ``q0`` is concrete (a traced scalar under ``jit``). Raises a
+    ValueError when L_0 is not finite or is zero at ``q0.mean`` (then give ``step_size``).
+    """
+    check_positive("factor", factor)
+    if float(factor) > 1.0:
+        raise ValueError(f"factor must lie in (0, 1] (the stability condition h <= 1/L), "
+                         f"got {factor!r}")
+    L = _curvature(logdensity_fn, q0.mean)
+    if isinstance(L, jax.core.Tracer):
+        return factor / L
+    L = float(L)
+    if not (math.isfinite(L) and L > 0):
+        raise ValueError(f"step_size=None chooses h = {factor} / L from the curvature L of "
+                         f"logdensity_fn at q0.mean, but L = {L} there (the Hessian is "
+                         "not finite, or zero); pass step_size explicitly")
+    return factor / L
 
 
 # ----------------------------------------------------------------- expectations
@@ -363,9 +473,12 @@ def jko_entropy_step(cov, step_size):
 
 
 @functools.lru_cache(maxsize=256)
-def _gaussian_kernel(logdensity_fn, method, expectation, num_samples, num_points, hessian):
+def _gaussian_kernel(logdensity_fn, method, expectation, num_samples, num_points, hessian,
+                     capped=False):
     """The FB-GVI / BW-GD transition with a traceable step size (cached, so that algorithms
-    built for different step sizes share one compiled kernel)."""
+    built for different step sizes share one compiled kernel). ``capped`` (FB-GVI built with
+    ``step_size=None``): the step size passed, h_0 = c / L_0, is an upper bound and the step
+    uses h = min(h_0, c / ||H||_2) with H the E_q[hess V] estimate of this very step."""
 
     def kernel(key, state, batch, step_size):
         q = state.q
@@ -377,6 +490,9 @@ def _gaussian_kernel(logdensity_fn, method, expectation, num_samples, num_points
             potential_fn = lambda x: -_call(logdensity_fn, x, batch)  # noqa: E731
             u, w = _standard_nodes(key, d, q.mean.dtype, expectation, num_samples, num_points)
             g, H = expected_grad_hess(potential_fn, q, u, w, hessian)
+        if capped:  # h * ||H||_2 <= c <= 1: the forward step's stability condition, every step
+            norm = jnp.max(jnp.abs(jnp.linalg.eigvalsh(H)))
+            h = jnp.where(h * norm > DEFAULT_STEP_FACTOR, DEFAULT_STEP_FACTOR / norm, h)
         mean = q.mean - h * g
         eye = jnp.eye(d, dtype=q.mean.dtype)
         if method == "bwgd":  # [DBCS23] eq. (3): explicit step on E[V] - H together
@@ -388,7 +504,7 @@ def _gaussian_kernel(logdensity_fn, method, expectation, num_samples, num_points
             forward = (eye - h * H) @ q.scale  # Sigma' = forward @ forward.T = M Sigma M
             scale, min_eig = jko_entropy_step(forward @ forward.T, h)
         new = state._replace(q=Gaussian(mean, scale))
-        return new, VIInfo(min_eig, jnp.linalg.norm(g))
+        return new, VIInfo(min_eig, jnp.linalg.norm(g), h)
 
     return kernel
 
@@ -396,7 +512,9 @@ def _gaussian_kernel(logdensity_fn, method, expectation, num_samples, num_points
 def _build(logdensity_fn, step_size, method, name, expectation, num_samples, num_points,
            hessian, dim):
     _check_logdensity(logdensity_fn, dim)
-    check_positive("step_size", step_size)
+    choose_step = step_size is None and method == "fb"
+    if not choose_step:
+        check_positive("step_size", step_size)
     if not callable(expectation):
         _check_choice("expectation", expectation, EXPECTATIONS)
     _check_choice("hessian", hessian, HESSIANS)
@@ -411,13 +529,14 @@ def _build(logdensity_fn, step_size, method, name, expectation, num_samples, num
                          "'monte_carlo' or fewer points")
     kernel = _gaussian_kernel(logdensity_fn, method, expectation,
                               num_samples if expectation == "monte_carlo" else 0,
-                              num_points if expectation == "gauss_hermite" else 0, hessian)
-    h = float(step_size)
+                              num_points if expectation == "gauss_hermite" else 0, hessian,
+                              choose_step)
+    h = None if choose_step else float(step_size)
 
     def step(key, state, batch=None):
-        return kernel(key, state, batch, h)
+        return kernel(key, state, batch, state.step_size if h is None else h)
 
-    base_init = _make_init(logdensity_fn, dim, name)
+    base_init = _make_init(logdensity_fn, dim, name, choose_step=choose_step)
 
     def init(q0, key=None):
         if expectation == "gauss_hermite" and num_points ** q0.dim > MAX_QUADRATURE_NODES:
@@ -429,7 +548,8 @@ def _build(logdensity_fn, step_size, method, name, expectation, num_samples, num
     return VIAlgorithm(init, step, kernel, h, name, logdensity_fn, dim)
 
 
-def fbgvi(logdensity_fn: Callable, step_size: float, *, expectation: str = "monte_carlo",
+def fbgvi(logdensity_fn: Callable, step_size: Optional[float] = None, *,
+          expectation: str = "monte_carlo",
           num_samples: int = 32, num_points: int = 3, hessian: str = "exact",
           dim: Optional[int] = None) -> VIAlgorithm:
     """Forward-backward Gaussian VI ([DBCS23] Algorithm 1; update eqs. (4)-(5)).
@@ -437,11 +557,17 @@ def fbgvi(logdensity_fn: Callable, step_size: float, *, expectation: str = "mont
     Args:
       logdensity_fn: ``x (d,) -> scalar`` log pi(x) up to a constant (V = -logdensity_fn);
         or ``(x, batch) -> scalar`` when run with minibatches.
-      step_size: h > 0. On an alpha-strongly log-concave, beta-log-smooth target with
+      step_size: h > 0, or None (default): the theorem's condition h <= 1/beta with the
+        target's curvature as measured: ``init`` sets h_0 = 1 / L_0, L_0 =
+        ||hess log pi(m_0)||_2 at the initial mean (``state.step_size``,
+        ``trace.step_size``), and step k uses h_k = min(h_0, 1 / ||H_k||_2) with H_k its own
+        E_q[hess V] estimate (``trace.info.step_size``); see :func:`default_step_size`.
+        On an alpha-strongly log-concave, beta-log-smooth target with
         h <= 1/beta, W2^2(q_k, q*) <= (1 - alpha h)^k W2^2(q_0, q*) ([DBCS23] Theorem 3.2;
         q* the best Gaussian, = pi for a Gaussian pi). For h > 1/beta the iterates stay SPD
         but can converge to a biased covariance (on a Gaussian: h/(2 - h lambda) instead of
-        1/lambda for eigenvalues lambda of the precision with 1 < h lambda < 2).
+        1/lambda for eigenvalues lambda of the precision with 1 < h lambda < 2), and on a
+        non-log-concave target a large h can send the iterates to NaN (``run`` raises).
       expectation: "monte_carlo" (``num_samples`` fresh draws per step), "gauss_hermite"
         (``num_points`` per coordinate, num_points**d nodes, small d only),
         "exact_gaussian" (grad and Hessian at the mean: exact for a Gaussian target), or a
@@ -460,7 +586,7 @@ def fbgvi(logdensity_fn: Callable, step_size: float, *, expectation: str = "mont
                   num_points, hessian, dim)
 
 
-def sfbgvi(logdensity_fn: Callable, step_size: float, *, num_samples: int = 1,
+def sfbgvi(logdensity_fn: Callable, step_size: Optional[float] = None, *, num_samples: int = 1,
            hessian: str = "exact", dim: Optional[int] = None) -> VIAlgorithm:
     """Stochastic FB-GVI ([DBCS23] Algorithm 2): the FB-GVI step with E_q[grad V] and
     E_q[hess V] replaced by their values at ``num_samples`` fresh draws X ~ q (one by
@@ -472,6 +598,9 @@ def sfbgvi(logdensity_fn: Callable, step_size: float, *, num_samples: int = 1,
     size in expected W2^2 is O(h). On N(mu, A^{-1}) with the exact Hessian (constant) the
     covariance is deterministic and the mean is an AR(1) process whose stationary
     E|m - mu|^2 is exactly h tr((2I - hA)^{-1}) (tested).
+
+    ``step_size=None`` chooses h at ``init`` as :func:`fbgvi` does (needs the full
+    log-density ``logdensity_fn(x)``; with a minibatch log-density pass ``step_size``).
     """
     alg = _build(logdensity_fn, step_size, "fb", "sfbgvi", "monte_carlo", num_samples, 1,
                  hessian, dim)

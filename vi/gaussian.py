@@ -118,9 +118,20 @@ class Gaussian(NamedTuple):
           constrain_fn: maps an (unravelled) unconstrained position to constrained sites
             (``samplers.numpyro.logdensity``'s third output); applied after ``unravel_fn``.
           name: variable name for a bare array position.
+
+        Raises a ValueError (nothing is exported) when the mean or scale is not finite, e.g.
+        the result of a run that diverged with ``on_nonfinite="flag"``, or when a draw maps
+        to a non-finite value (naming the variable).
         """
         from samplers.trace import from_dict, named_leaves
 
+        if not (isinstance(self.mean, jax.core.Tracer) or isinstance(self.scale, jax.core.Tracer)):
+            if not (np.all(np.isfinite(np.asarray(self.mean)))
+                    and np.all(np.isfinite(np.asarray(self.scale)))):
+                raise ValueError(
+                    "cannot export a non-finite Gaussian to ArviZ: its mean or scale holds NaN "
+                    "or inf (the VI run diverged; see trace.nonfinite_step). Lower the step "
+                    "size, or build the algorithm with step_size=None")
         x = self.sample(key, int(num_draws) * int(num_chains))
         tree = x
         if unravel_fn is not None:
@@ -128,7 +139,13 @@ class Gaussian(NamedTuple):
         if constrain_fn is not None:
             tree = jax.vmap(constrain_fn)(tree)
         tree = jax.tree.map(lambda a: a.reshape((num_chains, num_draws) + a.shape[1:]), tree)
-        return from_dict({"posterior": named_leaves(tree, name)})
+        posterior = named_leaves(tree, name)
+        for var, draws in posterior.items():
+            values = np.asarray(draws)
+            if np.issubdtype(values.dtype, np.inexact) and not np.all(np.isfinite(values)):
+                raise ValueError(f"cannot export to ArviZ: variable {var!r} has NaN or inf "
+                                 "draws (check constrain_fn, or the scale of the Gaussian)")
+        return from_dict({"posterior": posterior})
 
 
 @functools.partial(jax.jit, static_argnums=3)

@@ -38,7 +38,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from ..base import Algorithm, PyTree, check_positive
+from ..base import Algorithm, PyTree, as_float, check_positive, check_scalar_logdensity
 from . import mirror as mirror_lib
 from .kernels import Kernel, Preconditioner, imq, rbf, stein_direction
 
@@ -111,7 +111,8 @@ def _is_concrete(tree) -> bool:
 
 
 def _flatten_particles(position):
-    """(n, ...) pytree -> ((n, D) array, unravel one particle, n)."""
+    """(n, ...) pytree (float leaves: ``init`` converts integers first) -> ((n, D) array,
+    unravel one particle)."""
     leaves = jax.tree.leaves(position)
     if not leaves:
         raise ValueError("position holds no arrays")
@@ -123,9 +124,6 @@ def _flatten_particles(position):
     if n < 2:
         raise ValueError(f"position must hold n >= 2 particles (the kernel interaction needs "
                          f"pairs), got n = {n}")
-    position = jax.tree.map(
-        lambda x: x if jnp.issubdtype(jnp.result_type(x), jnp.floating)
-        else jnp.asarray(x, jnp.result_type(float)), position)
     one = jax.tree.map(lambda x: x[0], position)
     _, unravel = ravel_pytree(one)
     flat = jax.vmap(lambda p: ravel_pytree(p)[0])(position)
@@ -323,14 +321,20 @@ def _mirrored(name, logdensity_fn, mm, kernel, step_size, optimizer, block_size,
     opt = _make_optimizer(step_size, optimizer)
 
     def init(position, key=None):
+        position = as_float(position)  # integer/bool particles -> the default float dtype
         if mesh is not None:  # the particles start split over the mesh (see sharded_direction)
             position = _place_on(mesh, position)
         theta, unravel = _flatten_particles(position)
         _check_dense_size(name, theta.shape[0], max_particles, theta.dtype.itemsize)
+        # shapes only (also under jit/vmap): one particle must be a valid input, and the
+        # log-density a scalar
+        check_scalar_logdensity("logdensity_fn", logdensity_fn, unravel(theta[0]),
+                                position_name="one particle of initial_position")
+        if dual_logdensity_fn is not None:
+            eta_one = jax.eval_shape(mm.grad_psi, theta[0])
+            check_scalar_logdensity("dual_logdensity_fn", dual_logdensity_fn, eta_one,
+                                    position_name="the dual coordinates of one particle")
         if _is_concrete(theta):
-            out = jax.eval_shape(logdensity_fn, unravel(theta[0]))
-            if out.shape != ():
-                raise TypeError(f"logdensity_fn must return a scalar, got shape {out.shape}")
             eta, scores, inside = _checked_parts(theta, unravel)
             _validate_particles(
                 "logdensity_fn" if dual_logdensity_fn is None else "dual_logdensity_fn", mm,
@@ -419,7 +423,7 @@ def svgd(logdensity_fn: Callable, *, kernel: Optional[Kernel] = None, step_size=
 
     Returns ``Algorithm(init, step)``; ``init(position (n, ...), key=None) -> SteinState``,
     ``step(key, state, batch=None) -> (SteinState, SteinInfo)`` (deterministic: ``key``
-    unused). Use with ``samplers.run(alg, key, particles, num_steps)``.
+    unused). Use with ``samplers.run(key, alg, particles, num_steps)``.
     """
     kernel = rbf() if kernel is None else kernel
     mm = mirror_lib.identity()

@@ -43,13 +43,13 @@ def cv_unbiased(make: Callable = sliced.sliced_wasserstein_estimate) -> Check:
     each half of the L directions applied to the other) is exactly unbiased (Nguyen & Ho 2024,
     eqs. 10-11 with a coefficient independent of the directions it corrects; note B.2): its
     mean over keys equals the clouds' SW_2^2 by quadrature, within 5 SE of that mean.
-    ``make(x, y, key=, num_projections=, control_variate=, coefficient=)`` is the estimator."""
+    ``make(key, x, y, num_projections=, control_variate=, coefficient=)`` is the estimator."""
     L = 10
 
     def measure(key, full: bool) -> Outcome:
         num_keys = 200000 if full else 20000
         x, y = two_clouds()
-        fn = jax.jit(jax.vmap(lambda k: make(x, y, key=k, num_projections=L, control_variate="upper",
+        fn = jax.jit(jax.vmap(lambda k: make(k, x, y, num_projections=L, control_variate="upper",
                                              coefficient="crossfit").value))
         keys = jax.random.split(key, num_keys).reshape(-1, 2000)  # ~0.1 GB per call
         est = np.concatenate([np.asarray(fn(k), np.float64) for k in keys])

@@ -46,7 +46,7 @@ def paris_smoothing(make: Callable = smc.paris) -> Check:
     these sizes (about -0.2 against 0.3 quick, note smc.md), so a wrong transition, backward
     kernel or weight fails. Quick: T = 20, N = 200, R = 64, exact backward draws (one
     compile); full: T = 50, N = 1,000, R = 256, accept-reject draws (the default).
-    ``make(model, ys, additive_fn, keys, num_particles, backward=)`` is the estimator."""
+    ``make(keys, model, ys, additive_fn, num_particles, backward=)`` is the estimator."""
 
     def measure(key, full: bool) -> Outcome:
         T, n, reps, backward = (50, 1000, 256, "auto") if full else (20, 200, 64, "exact")
@@ -54,7 +54,7 @@ def paris_smoothing(make: Callable = smc.paris) -> Check:
         with jax.enable_x64(True):
             model = scalar_model()
             _, ys = smc.simulate(k_data, model, T)
-            est = make(model, ys, lag_one, jax.random.split(k_run, reps), n,
+            est = make(jax.random.split(k_run, reps), model, ys, lag_one, n,
                        backward=backward).estimate
             exact = exact_lag_one(model, ys)
         mean, se = _replicate_mean(est)
