@@ -1,9 +1,14 @@
-"""`samplers verify`: the table, its JSON, and a check that fails when the kernel is wrong.
+"""`samplers verify`: the table, its JSON, and checks that fail when a kernel is wrong.
 
 The forced failure is a copy of ULA whose noise is sqrt(h) xi instead of sqrt(2 h) xi: its
 stationary variance on N(0, s^2) is s^2 / (2 - h / s^2) (half the right one, up to O(h)), so
 the ULA check, which compares with s^2 / (1 - h / (2 s^2)) within 5 standard errors, must
-fail, and `samplers verify` must exit non-zero.
+fail, and `samplers verify` must exit non-zero. Broken copies of SVGD (the repulsion term
+doubled, halved or of the wrong sign) must fail the svgd check.
+
+The whole quick `samplers verify` runs once in the default suite and must pass; at seeds
+0-9 it runs in the slow suite (every check's claim holds at every seed when the method is
+right).
 """
 from __future__ import annotations
 
@@ -13,9 +18,10 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from samplers import cli, langevin, verify
+from samplers import cli, langevin, stein, verify
 from samplers.base import EmptyInfo
 from samplers.verify.langevin import ula_variance
+from samplers.verify.stein import svgd_fixed_point
 
 
 def half_noise_ula(logdensity_fn, step_size):
@@ -66,3 +72,42 @@ def test_unknown_method_names_the_known_ones(capsys):
 def test_no_registered_checks_is_a_failure(capsys):
     assert verify.main([], checks=[]) == 1
     assert "no guarantee checks are registered" in capsys.readouterr().err
+
+
+def wrong_repulsion_svgd(factor):
+    """SVGD whose repulsion term grad_{x_j} k(x_j, x_i) is multiplied by ``factor`` (the
+    kernel's derivative scaled; its value, the driving term, is unchanged)."""
+    def make(logdensity_fn, kernel, step_size):
+        broken = kernel._replace(dprofile=lambda r2, h, f=kernel.dprofile: factor * f(r2, h))
+        return stein.svgd(logdensity_fn, kernel=broken, step_size=step_size)
+
+    return make
+
+
+@pytest.mark.parametrize("factor", [2.0, 0.5, -1.0])
+def test_svgd_with_a_wrong_repulsion_fails_its_check(factor):
+    # x2 and x1/2: the run stops where the true field is O(1), and Newton on the check's
+    # field moves the end point by O(1) (measured ~1 and ~0.8 against bounds ~1e-11 and
+    # ~1e-7). x(-1): the particles collapse onto the mode, which is a zero of the true field
+    # but a repelling one (spectral radius of I + eps J = 1 + eps 2 / h = 1.5).
+    out = svgd_fixed_point(make=wrong_repulsion_svgd(factor)).run(jax.random.key(0), False)
+    assert not out.passed, out
+    if factor != -1.0:
+        assert out.measured > 1e3 * out.theory, out
+
+
+def test_the_whole_quick_verify_passes(tmp_path):
+    out = tmp_path / "verify.json"
+    assert cli.main(["verify", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["results"]
+    assert rows and all(r["passed"] and r["error"] is None for r in rows), \
+        [r["method"] for r in rows if not r["passed"]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(10))
+def test_the_whole_quick_verify_passes_at_every_seed(seed, tmp_path, capsys):
+    out = tmp_path / "verify.json"
+    status = cli.main(["verify", "--seed", str(seed), "--json", str(out)])
+    failed = [r["method"] for r in json.loads(out.read_text())["results"] if not r["passed"]]
+    assert status == 0 and not failed, (seed, failed, capsys.readouterr().out)
