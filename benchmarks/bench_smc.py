@@ -221,7 +221,7 @@ def kalman_check(ys: np.ndarray) -> float:
 
 # --------------------------------------------------------------------------- ours
 
-def our_paris(ys_j, N: int, key):
+def our_paris(key, ys_j, N: int):
     return smc.paris(key, our_model(), ys_j, additive, N, NUM_BACKWARD)
 
 
@@ -250,7 +250,7 @@ def paris_case(cfg: dict, y_np: np.ndarray, exact: float, record: dict) -> Case:
 
     def ours():
         counter["ours"] += 1
-        res = our_paris(ys_j, N, jax.random.key(10_000 + counter["ours"]))
+        res = our_paris(jax.random.key(10_000 + counter["ours"]), ys_j, N)
         record["ours"].append(res.estimate)
         record["ours_proposals"].append(res.proposals_per_draw)
         return res.estimate
@@ -336,7 +336,7 @@ def equal_time(cfg: dict, y_np: np.ndarray, exact: float, budget_s: float) -> di
     estimates, start, i = [], time.perf_counter(), 0
     while time.perf_counter() - start < budget_s:
         i += 1
-        estimates.append(float(our_paris(ys_j, N, jax.random.key(30_000 + i)).estimate))
+        estimates.append(float(our_paris(jax.random.key(30_000 + i), ys_j, N).estimate))
     out = {"budget_s": budget_s, "paris_runs": len(estimates),
            "paris_single": _error_stats(estimates, exact),
            "paris_mean_error": float(np.mean(estimates) - exact)}
@@ -364,10 +364,10 @@ def our_grid(cfg: dict, y_np: np.ndarray) -> list[dict]:
     for N, T in cfg["grid"]:
         ys_j = jnp.asarray(y_np[:T])
         exact = exact_value(y_np[:T])
-        first, res = _timed(lambda: our_paris(ys_j, N, jax.random.key(60_000)).estimate)
+        first, res = _timed(lambda: our_paris(jax.random.key(60_000), ys_j, N).estimate)
         times, ests = [], [float(res)]
         for r in range(cfg["grid_runs"]):
-            s, res = _timed(lambda r=r: our_paris(ys_j, N, jax.random.key(60_001 + r)).estimate)
+            s, res = _timed(lambda r=r: our_paris(jax.random.key(60_001 + r), ys_j, N).estimate)
             times.append(s)
             ests.append(float(res))
         run_s = statistics.median(times)
@@ -383,8 +383,8 @@ def long_run(cfg: dict, y_np: np.ndarray) -> dict:
     N, T = cfg["long"]
     ys_j = jnp.asarray(y_np[:T])
     exact = exact_value(y_np[:T])
-    first, _ = _timed(lambda: our_paris(ys_j, N, jax.random.key(70_000)).estimate)
-    run_s, res = _timed(lambda: our_paris(ys_j, N, jax.random.key(70_001)))
+    first, _ = _timed(lambda: our_paris(jax.random.key(70_000), ys_j, N).estimate)
+    run_s, res = _timed(lambda: our_paris(jax.random.key(70_001), ys_j, N))
     out = {"N": N, "T": T, "first_call_s": first, "run_s": run_s, "exact": exact,
            "error": float(res.estimate) - exact, "proposals_per_draw": float(res.proposals_per_draw)}
     print(f"  ours paris N={N} T={T}: first call {first:.1f} s, run {run_s:.1f} s", flush=True)

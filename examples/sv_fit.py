@@ -50,7 +50,7 @@ def natural(theta):
             "sigma": np.exp(np.asarray(theta["log_sigma"]))}
 
 
-def smoothed_means(model, ys, key, num_particles):
+def smoothed_means(key, model, ys, num_particles):
     """E[x_t | y] for every t by PaRIS: the term at step t puts x_{t+1} in slot t + 1 of a
     length-T vector, so the smoothed sum is the vector of smoothing means. Exact backward
     draws (O(N^2) per step, cheap at this N) compile faster than accept-reject."""
@@ -96,9 +96,8 @@ def main(argv=None) -> dict:
     history = natural(fit.params_history)
     # the estimate: the mean of the last half of the iterates (the noise averages out)
     estimate = {k: float(v[n_iter // 2:].mean()) for k, v in history.items()}
-    smoothed, filtered = smoothed_means(sv_model(jax.tree.map(lambda v: v[n_iter // 2:].mean(0),
-                                                              fit.params_history)),
-                                        ys, k_smooth, sizes["smoothing_particles"])
+    fitted = sv_model(jax.tree.map(lambda v: v[n_iter // 2:].mean(0), fit.params_history))
+    smoothed, filtered = smoothed_means(k_smooth, fitted, ys, sizes["smoothing_particles"])
     seconds = time.perf_counter() - start
 
     print(f"T = {sizes['steps']}, N = {sizes['particles']}, {n_iter} iterations, "

@@ -150,11 +150,11 @@ def check_scalar_logdensity(name: str, fn: Callable, position: PyTree, *,
     except jax.errors.ConcretizationTypeError:
         raise  # Python control flow on traced values: JAX's own message says what to do
     except (TypeError, ValueError, IndexError) as err:
-        expected = f" (it expects shape {expected_shape})" if expected_shape is not None else ""
+        expected = f", where {name} expects {expected_shape}" if expected_shape is not None else ""
         given = f"has shape {describe_shapes(position)}" if given is None else given
         raise ValueError(
-            f"{position_name} {given}, which {name} does not accept{expected}: evaluating "
-            f"{name} on it failed with {_first_line(err)}"
+            f"evaluating {name} at {position_name} failed: {position_name} {given}{expected}; "
+            f"{name} raised {_first_line(err)}"
         ) from err
     shape = getattr(out, "shape", None)
     if shape is None:
@@ -191,3 +191,22 @@ def check_finite_position(name: str, position: PyTree) -> None:
         if not np.all(np.isfinite(arr)):
             where = jax.tree_util.keystr(path) or "array"
             raise ValueError(f"{name} must be finite, got non-finite values in {where}: {arr!r}")
+
+
+def check_key(name: str, key, call: str, *, batched: bool = False) -> None:
+    """Raise TypeError unless ``key`` is a ``jax.random.key`` (or the raw uint32 data of
+    one), or with ``batched`` an array of keys. ``call`` is the function's signature, e.g.
+    ``"run(key, algorithm, initial_position, num_steps)"``: every function whose default
+    draws takes its key first, so a misplaced argument is the usual cause."""
+    dtype = getattr(key, "dtype", None)
+    shape = tuple(getattr(key, "shape", ()))
+    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        ok = batched or shape == ()
+    else:
+        ok = dtype == np.uint32 and shape[-1:] == (2,) and (batched or len(shape) == 1)
+    if not ok:
+        what = f"an array of dtype {dtype} and shape {shape}" if dtype is not None else repr(key)
+        if len(what) > 80:
+            what = type(key).__name__
+        raise TypeError(f"{name} must be a jax.random.key{' (or an array of keys)' if batched else ''}"
+                        f", got {what}; the key is the first argument: {call}")

@@ -60,7 +60,8 @@ def logdensity(model: Callable, *args, rng_key=None, num_chains: Optional[int] =
 
 def _takes_grad_estimator(factory: Callable) -> bool:
     """Whether ``factory`` (e.g. ``samplers.sgld``) is built on a gradient estimator
-    ``(position, batch) -> grad`` rather than on a log-density."""
+    ``(position, batch) -> grad`` rather than on a log-density: its first parameter is named
+    ``grad_estimator`` (a wrapper of ``samplers.sgld`` keeps the name to be recognised)."""
     try:
         first = next(iter(inspect.signature(factory).parameters))
     except (TypeError, ValueError, StopIteration):
@@ -216,14 +217,14 @@ class SamplersKernel(MCMCKernel):
             potential_fn = info.potential_fn
             target = lambda z: -potential_fn(z)  # noqa: E731
             if self._grad_estimator:
-                target = self._model_gradient(model_args, model_kwargs, info.model_trace)
+                target = self._model_gradient(model_args, model_kwargs)
         self._algorithm = self._factory(target, **self._params)
         return init_params
 
-    def _model_gradient(self, model_args, model_kwargs, model_trace):
+    def _model_gradient(self, model_args, model_kwargs):
         """``(z, key) -> grad log p(z)`` where ``key`` draws the subsample of every
         ``numpyro.plate(..., subsample_size=n)`` (the full data when there is none)."""
-        enum = bool(_enumerated_sites(model_trace))
+        enum = bool(self._enumerated)
 
         def logdensity_fn(z, key):
             return -potential_energy(seed(self._model, key), model_args, model_kwargs, z,
@@ -275,6 +276,7 @@ class SamplersKernel(MCMCKernel):
         if adapt is not None:
             updated = dual_averaging_update(adapt, accept, self._target)
             adapt = jax.tree.map(lambda a, b: jnp.where(warm, a, b), updated, adapt)
+        h = jnp.asarray(getattr(info, "step_size", h), h.dtype)  # SGLD: its schedule's h_k
         return KernelState(state.i + 1, new.position, -getattr(new, "logdensity", jnp.nan),
                            accept, h, ~finite, new, adapt, rng_key)
 

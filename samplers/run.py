@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .adaptation import adapted_step_size, dual_averaging_init, dual_averaging_update
-from .base import Algorithm, PyTree, check_finite_position, tree_all_finite
+from .base import Algorithm, PyTree, check_finite_position, check_key, tree_all_finite
 from .data import Minibatches
 from .trace import Trace
 
@@ -300,9 +300,7 @@ def run(
     Returns:
       A :class:`samplers.Trace` with (chain, draw) leading axes.
     """
-    if isinstance(key, Algorithm):
-        raise TypeError("samplers.run takes the key first: run(key, algorithm, "
-                        "initial_position, num_steps), got the algorithm as key")
+    check_key("key", key, "run(key, algorithm, initial_position, num_steps)")
     _validate(algorithm, num_steps, num_chains, num_warmup, thin, on_nonfinite,
               checkpoint, checkpoint_every, batches)
     check_finite_position("initial_position", initial_position)

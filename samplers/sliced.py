@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import ndtri
 
-from .base import Algorithm, check_positive
+from .base import Algorithm, check_key, check_positive
 
 __all__ = [
     "SlicedEstimate", "SWFlowState", "SWFlowInfo", "directions", "wasserstein_1d",
@@ -145,9 +145,7 @@ def _check_key(key) -> jax.Array:
     if key is None:
         raise TypeError("key must be a jax.random.key (directions are random), got None; "
                         "or pass directions=")
-    if isinstance(key, (int, np.integer)):
-        raise TypeError(f"key must be a jax.random.key, got the integer {key!r}; "
-                        "use jax.random.key(seed)")
+    check_key("key", key, "sliced_wasserstein(key, x, y)")
     return key
 
 

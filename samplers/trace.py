@@ -1,6 +1,7 @@
 """The result of :func:`samplers.run` and its export to ArviZ."""
 from __future__ import annotations
 
+import warnings
 from typing import Any, NamedTuple
 
 import jax
@@ -75,7 +76,17 @@ class Trace(NamedTuple):
         of :func:`samplers.numpyro.logdensity`, which returns a NumPyro model's constrained
         sample sites and deterministic sites under their own names; it is applied to every
         draw (``jax.vmap`` over chains and draws).
+
+        A run with ``on_nonfinite="flag"`` whose chains turned NaN or infinite is exported
+        with a RuntimeWarning naming those chains (their draws are marked in
+        ``sample_stats["diverging"]``), never silently.
         """
+        first_bad = np.asarray(self.nonfinite_step)
+        if np.any(first_bad >= 0):
+            bad = np.flatnonzero(first_bad >= 0)
+            warnings.warn(f"chains {bad.tolist()} turned non-finite (NaN or inf) at steps "
+                          f"{first_bad[bad].tolist()}; their draws are marked in "
+                          "sample_stats['diverging']", RuntimeWarning, stacklevel=2)
         positions = self.positions
         if constrain_fn is not None:
             positions = jax.vmap(jax.vmap(constrain_fn))(positions)

@@ -118,6 +118,10 @@ def test_chain_that_turns_nonfinite_is_named_or_flagged():
     assert step > 0 and f"step {step}" in str(err.value)
     diverging = np.asarray(flagged.stats["diverging"])
     assert diverging[1, step:].all() and not diverging[1, :step].any()
+    first = np.asarray(flagged.nonfinite_step)  # chain 0 follows later (h > 2 / beta)
+    with pytest.warns(RuntimeWarning, match=rf"chains \[0, 1\] turned non-finite .* at steps "
+                                            rf"\[{first[0]}, {first[1]}\]"):
+        flagged.to_arviz()
 
 
 def test_checkpoint_resume_is_bit_identical(tmp_path, monkeypatch):

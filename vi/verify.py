@@ -95,7 +95,7 @@ def _mean_error_path(kernel, key, m0, scale0, mu, h, steps):
     return jax.vmap(one)(jax.random.split(key, m0.shape[0]), m0)
 
 
-def stationary_mean_error(kernel: Callable, A, mu, h, m0, key, steps: int) -> np.ndarray:
+def stationary_mean_error(key, kernel: Callable, A, mu, h, m0, steps: int) -> np.ndarray:
     """|m_k - mu|^2 for k = 1..steps of stochastic FB-GVI (``kernel(key, state, batch, h)``)
     from means ``m0`` (chains, d) and Sigma_0 = A^{-1} (kept exactly by the exact constant
     Hessian), in float32. Returns (chains, steps)."""
@@ -127,7 +127,7 @@ def sfbgvi_stationary_error(make: Callable = sfbgvi) -> Check:
         m0 = mu + np.asarray(jax.random.normal(k_init, (chains, d)), np.float64) @ \
             np.linalg.cholesky(P).T
         kernel = make(quadratic_logdensity(A, mu), h).kernel
-        err, se = mc_mean(stationary_mean_error(kernel, A, mu, h, m0, k_run, steps))
+        err, se = mc_mean(stationary_mean_error(k_run, kernel, A, mu, h, m0, steps))
         return within(err, np.trace(P), se,
                       f"stationary E|m - mu|^2, d = {d}, h = {h:g}, {chains} chains x "
                       f"{steps} steps")

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..base import Algorithm
+from ..base import Algorithm, check_key
 from .models import check_inputs
 
 Array = jax.Array
@@ -371,6 +371,7 @@ def particle_filter(key, model, ys, num_particles: int, resampling: str = "syste
       num_particles: N >= 2.
       resampling: "systematic" (default), "stratified" or "multinomial", at every step.
     """
+    check_key("key", key, "particle_filter(key, model, ys, num_particles)", batched=True)
     ys = check_inputs(model, ys, num_particles)
     if resampling not in RESAMPLING:
         raise ValueError(f"resampling must be one of {RESAMPLING}, got {resampling!r}")
@@ -412,6 +413,7 @@ def paris(key, model, ys, additive_fn: Callable, num_particles: int, num_backwar
 
     The estimate is biased at finite N (self-normalised importance weights), by O(T / N).
     """
+    check_key("key", key, "paris(key, model, ys, additive_fn, num_particles)", batched=True)
     ys = check_inputs(model, ys, num_particles)
     _check_num_backward(num_backward)
     if resampling not in RESAMPLING:
@@ -431,6 +433,7 @@ def paris(key, model, ys, additive_fn: Callable, num_particles: int, num_backwar
 def initial_path(key, model, ys, num_particles: int = 100) -> Array:
     """A path x_{0:T-1} for the first PPG sweep: a bootstrap filter and one backward draw
     through its genealogy (any path is valid; a likely one shortens the burn-in)."""
+    check_key("key", key, "initial_path(key, model, ys)", batched=False)
     ys = check_inputs(model, ys, num_particles)
     steps, path = _sweep(model, ys, key, None, additive_fn=None, initial_fn=None,
                          num_particles=num_particles, num_backward=1, backward="exact",

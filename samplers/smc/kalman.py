@@ -12,6 +12,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from ..base import check_key
 from .models import LinearGaussian, _mvn_logpdf
 
 Array = jax.Array
@@ -90,6 +91,7 @@ def rts_smoother(model: LinearGaussian, ys: Array) -> SmootherResult:
 def smoothing_sample(key: Array, model: LinearGaussian, ys: Array) -> Array:
     """One exact draw of x_{0:T-1} from p(x | y): x_{T-1} ~ N(m_{T-1|T-1}, P_{T-1|T-1}), then
     x_t | x_{t+1} ~ N(m_{t|t} + G_t (x_{t+1} - A m_{t|t}), P_{t|t} - G_t A P_{t|t})."""
+    check_key("key", key, "smoothing_sample(key, model, ys)")
     A = model.matrices()[0]
     kf = kalman_filter(model, ys)
     gains = rts_smoother(model, ys).gains

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ..base import check_key
 from .models import check_inputs
 from .filtering import _check_num_backward, _resolve_backward, _sweep, conditional_sweep, initial_path
 
@@ -108,6 +109,7 @@ def fit(key, model_family: Callable, ys, params0: PyTree, *, method: str = "mle"
       :class:`FitResult`. Raises FloatingPointError naming the first iteration whose
       gradient estimate is not finite (the history up to it is attached as ``.result``).
     """
+    check_key("key", key, "fit(key, model_family, ys, params0)")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if estimator not in ESTIMATORS:

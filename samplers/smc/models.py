@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..base import check_key
+
 Array = jax.Array
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -159,6 +161,7 @@ def simulate(key: Array, model, num_steps: int):
 
     Needs an ``observation_sample(key, x)`` method (the ready-made models have one).
     """
+    check_key("key", key, "simulate(key, model, num_steps)")
     k0, key = jax.random.split(key)
 
     def body(x, k):

@@ -309,7 +309,7 @@ def svmd_dirichlet(make: Callable = stein.svmd) -> Check:
 
 # ------------------------------------------------------------------------------ SVNG
 
-def svng_constant_metric_error(make: Callable, key, n: int):
+def svng_constant_metric_error(key, make: Callable, n: int):
     """One SVNG step with a constant metric G = A (no truncation, no jitter) against
     A^{-1} phi_SVGD (:func:`svgd_field`): SVMD with the constant Hessian A has dual direction
     phi_SVGD, and SVNG pulls it back by G^{-1} (Shi, Liu & Mackey 2022, Sec. 4.3; note A.4).
@@ -428,7 +428,7 @@ def svng_natural_gradient(make: Callable = stein.svng) -> Check:
                            f"logistic regression, 20 particles; SVGD {svgd_hits}",
                            "fewer than SVGD at its best rate")
         with jax.enable_x64(True):
-            error, bound = svng_constant_metric_error(make, key, 12)
+            error, bound = svng_constant_metric_error(key, make, 12)
         return at_most(error, bound, "max |step / eps - A^-1 phi_SVGD| / (|A^-1| max sum|terms|), "
                        "constant metric A, n = 12, d = 2", "round-off bound")
 

@@ -127,7 +127,7 @@ def test_stochastic_fbgvi_stationary_error_is_linear_in_h():
     for i, h in enumerate(hs):
         P = stationary_mean_law(A, h)
         m0 = rng.multivariate_normal(MU, P, size=chains).astype(np.float32)
-        err = stationary_mean_error(kernel, A, MU, h, m0, jax.random.key(i), steps)
+        err = stationary_mean_error(jax.random.key(i), kernel, A, MU, h, m0, steps)
         est, se = mc_mean(err)
         assert_within(est, se, np.trace(P), what=f"E|m - mu|^2 at h={h}")
         floors.append(est), ses.append(se), exact.append(np.trace(P))
