@@ -473,6 +473,8 @@ def _prepare(x, y, key, num_projections, p, control_variate, coefficient, weight
              weights_y, scheme, directions_):
     """Validate everything outside jit; return the arguments of :func:`_estimate`."""
     _check_options(num_projections, p, control_variate, coefficient, scheme)
+    if directions_ is None:
+        _check_key(key)  # first: a key passed in x's place is the likelier mistake
     x = _check_points("x", x)
     y = _check_points("y", y)
     if x.shape[-1] != y.shape[-1]:
@@ -491,7 +493,7 @@ def _prepare(x, y, key, num_projections, p, control_variate, coefficient, weight
     if directions_ is not None:
         theta = _check_directions(directions_, dim, dtype)
     else:
-        theta = _directions(_check_key(key), int(num_projections), dim, scheme, dtype)
+        theta = _directions(key, int(num_projections), dim, scheme, dtype)
     flags = dict(batched_x=x.ndim == 3, batched_y=y.ndim == 3,
                  batched_a=a is not None and a.ndim == 2, batched_b=b is not None and b.ndim == 2)
     return (x, y, a, b, theta), dict(p=float(p), control_variate=control_variate,

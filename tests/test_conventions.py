@@ -56,3 +56,22 @@ def test_the_key_comes_first_where_the_default_draws():
 def test_the_exceptions_exist(name):
     module, attr = name.rsplit(".", 1)
     assert callable(getattr(importlib.import_module(module), attr))
+
+
+def test_a_key_in_the_wrong_place_is_named_with_the_signature():
+    import jax
+    import jax.numpy as jnp
+
+    import samplers
+    from samplers import smc
+
+    model = smc.LinearGaussian(0.9, 1.0, 1.0, 1.0, 0.0, 1.0)
+    ys = jnp.zeros((5, 1))
+    with pytest.raises(TypeError, match=r"the key is the first argument: "
+                                        r"particle_filter\(key, model, ys, num_particles\)"):
+        smc.particle_filter(model, ys, jax.random.key(0), 10)  # the order before 0.1
+    alg = samplers.ula(lambda x: -0.5 * jnp.sum(x ** 2), 0.1)
+    with pytest.raises(TypeError, match=r"got Algorithm; the key is the first argument: run\(key"):
+        samplers.run(alg, jax.random.key(0), jnp.zeros(2), 10)
+    with pytest.raises(TypeError, match=r"sliced_wasserstein\(key, x, y\)"):
+        samplers.sliced_wasserstein(jnp.zeros((4, 2)), jnp.ones((4, 2)), jax.random.key(0))

@@ -233,3 +233,12 @@ def test_enumerated_model_samples_its_marginal_and_exports():
     summary = az.summary(idata, var_names=["mu"])
     assert float(summary["r_hat"].iloc[0]) < 1.01
     assert abs(float(summary["mean"].iloc[0]) - mean) < 5 * float(summary["mcse_mean"].iloc[0])
+
+
+def test_sgld_kernel_with_a_schedule_reports_the_step_it_used():
+    schedule = lambda count: 1e-3 / (1.0 + count)  # noqa: E731
+    kernel = samplers.numpyro.kernel(samplers.sgld, model=gaussian_mean, step_size=schedule)
+    mcmc = numpyro.infer.MCMC(kernel, num_warmup=0, num_samples=5, progress_bar=False)
+    mcmc.run(jax.random.key(0), jnp.zeros(10))
+    used = np.asarray(mcmc.get_extra_fields()["step_size"])
+    np.testing.assert_allclose(used, [1e-3 / (1.0 + k) for k in range(5)], rtol=1e-6)

@@ -192,7 +192,8 @@ def svgd_fixed_point(make: Callable = stein.svgd) -> Check:
     (|x' - x| + u |x'|) / eps; phi_ours and the check's phi differ by at most the
     round-off E of :func:`svgd_field_roundoff`; so |phi(x)| <= r(x) =
     |(|x' - x| + u |x'|) / eps + E(x)|. Newton's z is a zero of the computed field to
-    round-off (|phi(z)| <= 2 |E(z)|, else the measurement is inf). Hence
+    round-off (|phi(z)| <= |E(z)|, else the measurement is inf; the bound allows twice
+    that). Hence
     |x - z| <= 2 |J(x)^-1| (r(x) + 2 |E(z)|), J by ``jax.jacfwd`` of the check's field.
     Both terms are float64 round-off divided by the field's conditioning: a sampler whose
     step is not phi (a wrong repulsion factor) stops where the true phi is O(1) and fails.
