@@ -13,4 +13,5 @@ BENCHMARKS = {
     "diffusion": "benchmarks.bench_diffusion",
     "stein": "benchmarks.bench_stein",
     "smc": "benchmarks.bench_smc",
+    "posteriors": "benchmarks.bench_posteriors",
 }

@@ -11,7 +11,7 @@ disable_ynn_fusion()  # before any JAX computation: see samplers/_xla.py
 from . import adaptation, data, diagnostics, federated, langevin, numpyro, sliced, smc, stein, targets
 from .base import Algorithm, EmptyInfo
 from .federated import fald
-from .langevin import mala, minibatch_gradient, sgld, ula, underdamped
+from .langevin import mala, malt, minibatch_gradient, sgld, ula, underdamped
 from .run import NonFiniteError, run
 from .sliced import sliced_wasserstein, sliced_wasserstein_estimate, sliced_wasserstein_flow
 from .trace import Trace
@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Algorithm", "EmptyInfo", "NonFiniteError", "Trace", "adaptation", "data", "diagnostics",
     "fald", "federated",
-    "langevin", "mala", "minibatch_gradient", "numpyro", "run", "sgld", "sliced",
+    "langevin", "mala", "malt", "minibatch_gradient", "numpyro", "run", "sgld", "sliced",
     "sliced_wasserstein", "sliced_wasserstein_estimate", "sliced_wasserstein_flow", "smc", "stein",
     "targets",
     "ula", "underdamped",

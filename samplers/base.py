@@ -8,12 +8,17 @@ An algorithm is an immutable pair of pure functions (Blackjax-style, Cabezas et 
   NamedTuple of per-step statistics (acceptance rate, ...). ``batch`` carries per-step
   data (a minibatch) for the samplers that use it; the others ignore it.
 
-Samplers whose step size can be tuned also expose ``kernel(key, state, batch, step_size)``,
-the same transition with the step size as a (traceable) argument; ``step`` is ``kernel``
-with ``step_size`` fixed. Warm-up adaptation (:mod:`samplers.adaptation`) drives ``kernel``.
+Samplers with tunable parameters (step size, inverse mass matrix, trajectory length, ...)
+also expose ``kernel(key, state, batch, params) -> (state, info)``, the same transition with
+the parameters (a NamedTuple of arrays, ``algorithm.params``) as a traced argument: ``step``
+is ``kernel`` with ``params`` fixed. Warm-up adaptation (:mod:`samplers.adaptation`) changes
+``params`` inside one compiled loop, and since ``init`` and ``kernel`` compare equal for
+algorithms rebuilt from the same log-density (:class:`Bound`), ``samplers.run`` of
+``mala(f, h2)`` after ``mala(f, h1)`` reuses the compiled program.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Callable, NamedTuple, Optional
 
@@ -26,22 +31,58 @@ Array = jax.Array
 
 
 class Algorithm(NamedTuple):
-    """A sampler: ``init`` and ``step`` (and, for tunable samplers, ``kernel``).
+    """A sampler: ``init`` and ``step`` (and, for tunable samplers, ``kernel`` and ``params``).
 
     Attributes:
       init: ``init(position, key=None) -> state``.
       step: ``step(key, state, batch=None) -> (state, info)``.
-      kernel: ``kernel(key, state, batch, step_size) -> (state, info)`` or None when the
-        sampler has no step size to adapt.
-      step_size: the step size ``step`` uses (a float), or None.
+      kernel: ``kernel(key, state, batch, params) -> (state, info)``, or None when the
+        sampler has no parameters to adapt.
+      params: the parameters ``step`` uses: a NamedTuple of arrays (``step_size``, and for
+        the Langevin family ``inverse_mass_matrix``, ...), what ``kernel`` takes; or None.
       name: a short name used in reports ("mala", "ula", ...).
     """
 
     init: Callable[..., Any]
     step: Callable[..., tuple]
     kernel: Optional[Callable[..., tuple]] = None
-    step_size: Optional[float] = None
+    params: Any = None
     name: str = "algorithm"
+
+    @property
+    def step_size(self) -> Optional[float]:
+        """The constant step size of ``step`` (None for a schedule or no step size)."""
+        h = getattr(self.params, "step_size", None)
+        return None if h is None else float(h)
+
+
+class StepSize(NamedTuple):
+    """``params`` of an algorithm whose only parameter is its (reported) step size."""
+
+    step_size: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Bound:
+    """``fn`` with its leading arguments fixed, like ``functools.partial``, but equal (and of
+    equal hash) to another ``Bound`` of the same function and arguments: the ``init`` and
+    ``kernel`` of an algorithm rebuilt from the same log-density are then the same static
+    argument to ``jax.jit``, and nothing is compiled again. ``args`` must be hashable (the
+    log-density function, strings, floats); arrays belong in ``params``."""
+
+    fn: Callable
+    args: tuple = ()
+
+    def __call__(self, *args, **kwargs):
+        return self.fn(*self.args, *args, **kwargs)
+
+
+def with_params(kernel: Callable, params) -> Callable:
+    """``step(key, state, batch=None)``: ``kernel`` with ``params`` fixed."""
+    def step(key, state, batch=None):
+        return kernel(key, state, batch, params)
+
+    return step
 
 
 class EmptyInfo(NamedTuple):

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from .base import Algorithm, PyTree, check_positive, tree_first_axis, tree_normal
+from .base import Algorithm, PyTree, StepSize, check_positive, tree_first_axis, tree_normal
 
 __all__ = ["fald", "sharded", "scheme_i", "scheme_ii", "FALDState", "FALDInfo", "Participation"]
 
@@ -326,7 +326,7 @@ def fald(
     spec = _Spec(client_grad, data, jnp.asarray(sizes, dtype), jnp.asarray(p, dtype),
                  local_steps, schedule, rho, float(temperature), participation)
     h = None if callable(step_size) else float(step_size)
-    return Algorithm(_init, _Round(spec), None, h, "fald")
+    return Algorithm(_init, _Round(spec), params=None if h is None else StepSize(h), name="fald")
 
 
 def sharded(fed: Algorithm, mesh: Mesh) -> Algorithm:

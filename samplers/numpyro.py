@@ -20,9 +20,9 @@ from numpyro.infer.mcmc import MCMCKernel
 from numpyro.infer.util import initialize_model, potential_energy
 from numpyro.util import is_prng_key
 
-from .adaptation import (
-    DualAveragingState, adapted_step_size, dual_averaging_init, dual_averaging_update,
-)
+from jax.flatten_util import ravel_pytree
+
+from . import adaptation
 from .base import Algorithm, tree_all_finite
 
 __all__ = ["logdensity", "kernel", "SamplersKernel", "KernelState"]
@@ -105,7 +105,7 @@ class KernelState(NamedTuple):
     step_size: jax.Array
     diverging: jax.Array
     sampler_state: Any
-    adapt_state: Optional[DualAveragingState]
+    adapt_state: Optional[adaptation.WindowState]
     rng_key: jax.Array
 
 
@@ -124,11 +124,17 @@ class SamplersKernel(MCMCKernel):
     * A step whose position or log-density is not finite is not taken: the chain keeps its
       last finite state and the step is counted in ``diverging`` (``MCMC.print_summary``
       prints the number of divergences; ``az.summary`` and ``az.plot_trace`` read them).
-    * ``accept_prob`` is collected for Metropolis-adjusted samplers (MALA) only: an
-      unadjusted sampler (ULA, SGLD, underdamped) has none to report.
-    * During warm-up, samplers with a tunable step size (MALA) adapt it by dual averaging
-      (Hoffman & Gelman 2014, Algorithm 5) towards ``target_accept_prob``; the averaged step
-      size is kept afterwards.
+    * ``accept_prob`` is collected for Metropolis-adjusted samplers (MALA, MALT) only: an
+      unadjusted sampler (ULA, SGLD, underdamped) has none to report. A transition whose
+      energy error exceeds 1000 or is not finite is rejected and counted in ``diverging``.
+    * Warm-up adapts with NumPyro's argument names and Stan's windowed scheme
+      (:mod:`samplers.adaptation`), each chain for itself: ``adapt_step_size`` (dual
+      averaging towards ``target_accept_prob``: default 0.574 for MALA, 0.8 for MALT),
+      ``adapt_mass_matrix`` (the preconditioner from the slow windows' draws, ``dense_mass``
+      for a dense one) and, for MALT, the trajectory length and friction. Both default to
+      on for the Metropolis-adjusted samplers and off for the unadjusted ones, whose step
+      size and preconditioner set their bias (pass ``adapt_step_size=True`` to tune the step
+      on the energy error).
     * Samplers built on a gradient estimator (:func:`samplers.sgld`) get the model's
       gradient; where the model subsamples its data with
       ``numpyro.plate(name, N, subsample_size=n)``, each step draws a fresh minibatch and the
@@ -143,8 +149,9 @@ class SamplersKernel(MCMCKernel):
     sample_field = "z"
 
     def __init__(self, algorithm: Callable[..., Algorithm], model=None, potential_fn=None, *,
-                 init_strategy: Callable = init_to_uniform, adapt_step_size: bool = True,
-                 target_accept_prob: float = 0.574, **params):
+                 init_strategy: Callable = init_to_uniform, adapt_step_size: Optional[bool] = None,
+                 adapt_mass_matrix: Optional[bool] = None, dense_mass: bool = False,
+                 target_accept_prob: Optional[float] = None, **params):
         if (model is None) == (potential_fn is None):
             raise ValueError("give exactly one of model= (a NumPyro model) or potential_fn= "
                              f"(negative log-density), got model={model!r}, "
@@ -154,17 +161,36 @@ class SamplersKernel(MCMCKernel):
         if not callable(init_strategy):
             raise TypeError(f"init_strategy must be a NumPyro init strategy such as "
                             f"numpyro.infer.init_to_median, got {init_strategy!r}")
-        if not 0.0 < target_accept_prob < 1.0:
+        if target_accept_prob is not None and not 0.0 < target_accept_prob < 1.0:
             raise ValueError(f"target_accept_prob must be in (0, 1), got {target_accept_prob!r}")
+        if not isinstance(dense_mass, bool):
+            raise TypeError(f"dense_mass must be True or False, got {dense_mass!r}")
         self._factory = algorithm
         self._model = model
         self._potential_fn = potential_fn
         self._init_strategy = init_strategy
         self._params = params
-        self._adapt = adapt_step_size
-        self._target = target_accept_prob
         self._grad_estimator = _takes_grad_estimator(algorithm)
-        self._adjusted, self._has_logdensity = self._probe()
+        self._adjusted, self._has_logdensity, self._info = self._probe()
+        tunable = self._info is not None and hasattr(self._info, ("acceptance_rate"))
+        tunable = tunable or hasattr(self._info, "energy_error")
+        if adapt_step_size is None:
+            adapt_step_size = self._adjusted
+        if adapt_mass_matrix is None:
+            adapt_mass_matrix = self._adjusted
+        if adapt_step_size and not tunable:
+            raise ValueError(f"adapt_step_size=True needs a sampler with a tunable step size "
+                             f"(mala, malt, ula, underdamped), got {getattr(algorithm, '__name__', algorithm)}")
+        if adapt_mass_matrix and not self._preconditioned:
+            raise ValueError("adapt_mass_matrix=True needs a sampler with a preconditioner "
+                             f"(mala, malt, ula, underdamped), got {getattr(algorithm, '__name__', algorithm)}")
+        if target_accept_prob is not None and not self._adjusted:
+            raise ValueError("target_accept_prob applies to Metropolis-adjusted samplers "
+                             "(mala, malt); unadjusted ones are tuned on their energy error")
+        self._adapt_step = bool(adapt_step_size)
+        self._adapt_mass = bool(adapt_mass_matrix)
+        self._dense = dense_mass
+        self._target = target_accept_prob
         self._algorithm: Optional[Algorithm] = None
         self._enumerated: list[str] = []
         self._postprocess = None
@@ -183,20 +209,23 @@ class SamplersKernel(MCMCKernel):
         accept = ("accept_prob",) if self._adjusted else ()
         return ("z",) + energy + accept + ("step_size", "diverging")
 
-    def _probe(self) -> tuple[bool, bool]:
+    def _probe(self):
         """Build the algorithm on a 1-d Gaussian (shapes only) to learn whether its step
-        reports an acceptance probability and its state a log-density (SGLD's does not);
-        this also validates ``params`` when the kernel is made."""
+        reports an acceptance probability, its state a log-density (SGLD's does not) and
+        what it can adapt; this also validates ``params`` when the kernel is made."""
         target = ((lambda x, batch: -x) if self._grad_estimator
                   else (lambda x: -0.5 * jnp.sum(x ** 2)))
         alg = self._factory(target, **self._params)
+        self._preconditioned = "inverse_mass_matrix" in getattr(alg.params, "_fields", ())
 
         def one_step(key):
             return alg.step(key, alg.init(jnp.zeros(1), key), None)
 
         state, info = jax.eval_shape(one_step, jax.random.key(0))
+        if getattr(alg.params, "step_size", None) is None:
+            info = None  # a schedule: nothing to tune
         return ("acceptance_rate" in getattr(info, "_fields", ()),
-                getattr(state, "logdensity", None) is not None)
+                getattr(state, "logdensity", None) is not None, info)
 
     def _build(self, rng_key, model_args, model_kwargs, init_params):
         if self._model is None:
@@ -235,6 +264,9 @@ class SamplersKernel(MCMCKernel):
     def init(self, rng_key, num_warmup, init_params, model_args, model_kwargs):
         batched = not is_prng_key(rng_key)
         self._num_warmup = num_warmup
+        slow, end = adaptation.window_schedule(num_warmup)
+        self._schedule = (jnp.asarray(slow if num_warmup else [False]),
+                          jnp.asarray(end if num_warmup else [False]))
         split = jax.vmap(jax.random.split) if batched else jax.random.split
         keys = split(rng_key)
         rng_key, key_init = (keys[:, 0], keys[:, 1]) if batched else (keys[0], keys[1])
@@ -252,33 +284,51 @@ class SamplersKernel(MCMCKernel):
         state = alg.init(z, key)
         dtype = jnp.result_type(float)
         h = jnp.asarray(alg.step_size if alg.step_size is not None else jnp.nan, dtype)
-        adapt = dual_averaging_init(h) if (self._adapt and alg.kernel is not None) else None
+        window = None
+        if self._adapt_step or self._adapt_mass:
+            dim = ravel_pytree(state.position)[0].shape[0]
+            window = adaptation.window_init(alg.params, dim, adapt_mass_matrix=self._adapt_mass,
+                                            dense_mass=self._dense)
         return KernelState(jnp.zeros((), jnp.int32), state.position,
                            -getattr(state, "logdensity", jnp.nan), jnp.ones((), dtype), h,
-                           jnp.zeros((), bool), state, adapt, rng_key)
+                           jnp.zeros((), bool), state, window, rng_key)
 
     def _sample_one(self, state: KernelState) -> KernelState:
         alg = self._algorithm
         rng_key, key, key_batch = jax.random.split(state.rng_key, 3)
         batch = key_batch if self._grad_estimator else None
-        warm = state.i < self._num_warmup
-        adapt = state.adapt_state
-        if adapt is not None:
-            h = jnp.where(warm, jnp.exp(adapt.log_step), adapted_step_size(adapt))
-            new, info = alg.kernel(key, state.sampler_state, batch, h)
+        window = state.adapt_state
+        if window is not None:
+            warm = state.i < self._num_warmup
+            final = adaptation.window_final(window, self._adapt_step)
+            params = jax.tree.map(lambda a, b: jnp.where(warm, a, b), window.params, final)
+            new, info = alg.kernel(key, state.sampler_state, batch, params)
         else:
-            h = state.step_size
             new, info = alg.step(key, state.sampler_state, batch)
+            params = alg.params
+        h = jnp.asarray(getattr(params, "step_size", None) if alg.step_size is not None
+                        else jnp.nan, state.step_size.dtype)
         finite = _finite_state(new)
         new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state.sampler_state)
         accept = jnp.asarray(getattr(info, "acceptance_rate", jnp.nan), h.dtype)
         accept = jnp.where(finite, accept, 0.0)
-        if adapt is not None:
-            updated = dual_averaging_update(adapt, accept, self._target)
-            adapt = jax.tree.map(lambda a, b: jnp.where(warm, a, b), updated, adapt)
+        diverging = ~finite | getattr(info, "diverging", False)
+        if window is not None:
+            flat = ravel_pytree(new.position)[0]
+            statistic = adaptation.tuning_statistic(info, flat.shape[0])
+            statistic = jnp.where(finite, statistic, 0.0)
+            slow, end = self._schedule
+            t = jnp.minimum(state.i, max(self._num_warmup - 1, 0))
+            target = (self._target if self._target is not None
+                      else adaptation.default_target(alg.name, info))
+            updated = adaptation.window_update(
+                window, slow[t], end[t], flat, statistic, target=target,
+                adapt_step_size=self._adapt_step, adapt_mass_matrix=self._adapt_mass,
+                dense_mass=self._dense)
+            window = jax.tree.map(lambda a, b: jnp.where(warm, a, b), updated, window)
         h = jnp.asarray(getattr(info, "step_size", h), h.dtype)  # SGLD: its schedule's h_k
         return KernelState(state.i + 1, new.position, -getattr(new, "logdensity", jnp.nan),
-                           accept, h, ~finite, new, adapt, rng_key)
+                           accept, h, diverging, new, window, rng_key)
 
     def sample(self, state, model_args, model_kwargs):
         return self._sample_fn(state)
@@ -296,13 +346,15 @@ class SamplersKernel(MCMCKernel):
 
 
 def kernel(algorithm: Callable[..., Algorithm], model=None, potential_fn=None, **params) -> SamplersKernel:
-    """``numpyro.infer.MCMC`` kernel running ``algorithm`` (``samplers.mala``, ``samplers.ula``,
+    """``numpyro.infer.MCMC`` kernel running ``algorithm`` (``samplers.malt``, ``samplers.mala``, ``samplers.ula``,
     ``samplers.underdamped``, ``samplers.sgld``) on a NumPyro ``model`` (or a
     ``potential_fn``); see :class:`SamplersKernel` for what it collects and how it treats
     divergences and minibatches.
 
     ``params`` go to the algorithm (``step_size=...``) except NumPyro's kernel arguments
-    ``init_strategy`` (default ``init_to_uniform``), ``adapt_step_size`` (default True) and
-    ``target_accept_prob`` (default 0.574, optimal for MALA).
+    ``init_strategy`` (default ``init_to_uniform``), ``adapt_step_size`` and
+    ``adapt_mass_matrix`` (default: on for MALA and MALT, off for the unadjusted samplers),
+    ``dense_mass`` (default False) and ``target_accept_prob`` (default 0.574 for MALA, 0.8
+    for MALT).
     """
     return SamplersKernel(algorithm, model=model, potential_fn=potential_fn, **params)

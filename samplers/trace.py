@@ -52,12 +52,18 @@ class Trace(NamedTuple):
         sampler's info (``acceptance_rate``, ...).
       final_state: the sampler state after the last step, leading chain axis.
       nonfinite_step: (chain,) the first step at which each chain turned non-finite, -1 if none.
+      params: the sampler's parameters the draws were made with (after warm-up adaptation),
+        leading chain axis; None for samplers without tunable parameters.
+      num_grads: (chain,) gradient evaluations of the whole run, warm-up included (a MALT
+        trajectory counts its steps, every other transition one), for ESS per gradient.
     """
 
     positions: PyTree
     stats: dict
     final_state: Any
     nonfinite_step: Any
+    params: Any = None
+    num_grads: Any = None
 
     @property
     def num_chains(self) -> int:

@@ -34,7 +34,7 @@ def half_noise_ula(logdensity_fn, step_size):
         noise = jax.random.normal(key, jnp.shape(x), jnp.result_type(x))
         return alg.init(x + step_size * grad(x) + jnp.sqrt(step_size) * noise), EmptyInfo()
 
-    return alg._replace(step=step)
+    return alg._replace(step=step, kernel=None, params=None)  # run uses step, not the kernel
 
 
 def test_verify_ula_passes_and_writes_json(tmp_path, capsys):

@@ -17,6 +17,7 @@ import optax
 import pytest
 import scipy.linalg
 import scipy.optimize
+import scipy.special
 import scipy.stats
 
 import samplers
@@ -332,3 +333,91 @@ def test_demo_case_row():
     assert row["method"] == "fbgvi" and row["target"] == "gaussian" and row["seconds"] > 0
     # float32: W2 near 0 is resolved only to about sqrt(eps * tr) ~ 5e-4 (gaussian_w2 docstring)
     assert row["w2_error"] < 5e-3
+
+
+# ------------------------------------------------------------- the step-size rules
+
+def test_backtracking_on_a_gaussian_takes_one_over_beta_and_reaches_the_target():
+    """On N(mu, A^{-1}) every E_q[hess V] estimate is A, so the rule's cap gives h = 1/beta at
+    every step (the largest h at which the target is FB-GVI's fixed point, method note
+    §3.2), the descent test (V is exactly beta-smooth) never halves it, and q_k -> pi."""
+    A, mu, lam = gaussian_problem()
+    with jax.enable_x64(True):
+        alg = vi.fbgvi(quadratic_logdensity(A, mu), "backtracking", expectation="exact_gaussian",
+                       max_step_size=float("inf"))
+        q, tr = alg.run(jax.random.key(0), vi.Gaussian.standard(D), 800, num_elbo_samples=0)
+        np.testing.assert_allclose(np.asarray(tr.info.step_size), 1 / lam.max(), rtol=1e-12)
+        assert np.all(np.asarray(tr.info.num_backtracks) == 0)
+        # the mean error contracts by 1 - alpha/beta = 0.95 per step: 1e-18 after 800 steps
+        np.testing.assert_allclose(np.asarray(q.mean), mu, atol=1e-10)
+        np.testing.assert_allclose(np.asarray(q.cov), np.linalg.inv(A), atol=1e-10)
+
+
+def test_antithetic_draws_make_the_gaussian_case_exact():
+    """With pairs u, -u the estimate of E_q[grad V] for quadratic V is A (m - mu) exactly
+    (the term linear in u cancels) and the Hessian is A: stochastic FB-GVI with two
+    antithetic draws is deterministic FB-GVI, so it converges to pi itself (no O(h) floor),
+    while independent draws at the same h keep the floor h tr((2I - hA)^{-1}) / n."""
+    A, mu, lam = gaussian_problem()
+    with jax.enable_x64(True):
+        lp = quadratic_logdensity(A, mu)
+        q, _ = vi.fbgvi(lp, num_samples=2, antithetic=True).run(
+            jax.random.key(0), vi.Gaussian.standard(D), 800, record_every=800, num_elbo_samples=0)
+        np.testing.assert_allclose(np.asarray(q.mean), mu, atol=1e-10)
+        np.testing.assert_allclose(np.asarray(q.cov), np.linalg.inv(A), atol=1e-10)
+
+
+def test_backtracking_accepts_exactly_the_steps_that_pass_the_descent_test():
+    """V(x) = e^x + x^2/2 in 1-d, expectations at the mean, start at m_0 = -5 (curvature
+    about 1 there, e^x steepens along the first move): recomputed in numpy, each accepted
+    step satisfies V(m+) <= V(m) + V'(m)(m+ - m) + (m+ - m)^2/(2h), and when the step was
+    halved, twice the accepted h violates it; the run reaches the fixed point of
+    expectations-at-the-mean, V'(m) = e^m + m = 0: m = -W(1) = -0.5671432904 (Lambert W),
+    Sigma = 1/V''(m) = 1/(1 - m)."""
+    V = lambda x: np.exp(x) + x**2 / 2  # noqa: E731
+    dV = lambda x: np.exp(x) + x  # noqa: E731
+    with jax.enable_x64(True):
+        lp = lambda x: -(jnp.exp(x[0]) + x[0] ** 2 / 2)  # noqa: E731
+        alg = vi.fbgvi(lp, expectation="exact_gaussian", max_step_size=float("inf"))
+        q0 = vi.Gaussian(jnp.array([-5.0]), jnp.eye(1))
+        q, tr = alg.run(jax.random.key(0), q0, 200, num_elbo_samples=0)
+    m = np.concatenate([[-5.0], np.asarray(tr.mean)[:, 0]])
+    h = np.asarray(tr.info.step_size)
+    nb = np.asarray(tr.info.num_backtracks)
+    assert nb[0] > 0  # the test fired on the first step
+
+    def excess(m0, hh):  # the mean part of the candidate does not depend on the covariance
+        m1 = m0 - hh * dV(m0)
+        return V(m1) - V(m0) - dV(m0) * (m1 - m0) - (m1 - m0) ** 2 / (2 * hh)
+
+    for k in range(len(h)):
+        assert excess(m[k], h[k]) <= 1e-12 * (1 + abs(V(m[k])))
+        if nb[k] > 0:
+            assert excess(m[k], 2 * h[k]) > 0
+    m_star = -float(scipy.special.lambertw(1.0).real)
+    np.testing.assert_allclose(np.asarray(q.mean), [m_star], atol=1e-10)
+    np.testing.assert_allclose(np.asarray(q.cov), [[1 / (1 - m_star)]], atol=1e-10)
+
+
+def test_step_rule_arguments_give_clear_errors():
+    lp = quadratic_logdensity(np.eye(3), np.zeros(3))
+    assert vi.fbgvi(lp).step_rule == "backtracking" and vi.fbgvi(lp).step_size is None
+    assert vi.fbgvi(lp, "curvature").step_rule == "curvature"
+    assert vi.fbgvi(lp, 0.1).step_rule == "fixed"
+    with pytest.raises(TypeError, match="step_size must be a positive number or one of "
+                                        "'backtracking', 'curvature', got 'armijo'"):
+        vi.fbgvi(lp, "armijo")
+    with pytest.raises(TypeError, match="step_size must be a positive number for BW-GD"):
+        vi.bwgd(lp, "backtracking")
+    with pytest.raises(ValueError, match="antithetic=True .* even num_samples"):
+        vi.sfbgvi(lp, 0.1, antithetic=True)
+    with pytest.raises(ValueError, match="antithetic=True .* expectation='monte_carlo'"):
+        vi.fbgvi(lp, 0.1, expectation="gauss_hermite", antithetic=True)
+    with pytest.raises(ValueError, match="max_step_size bounds the 'backtracking' rule only"):
+        vi.fbgvi(lp, 0.1, max_step_size=1.0)
+    with pytest.raises(ValueError, match="max_step_size must be a positive number"):
+        vi.fbgvi(lp, max_step_size=0.0)
+    with pytest.raises(ValueError, match="step_size='backtracking' .* callable expectation"):
+        vi.fbgvi(lp, expectation=lambda key, q: (q.mean, jnp.eye(3)))
+    with pytest.raises(TypeError, match="antithetic must be True or False"):
+        vi.fbgvi(lp, antithetic=1)

@@ -38,7 +38,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from ..base import Algorithm, PyTree, as_float, check_positive, check_scalar_logdensity
+from ..base import Algorithm, PyTree, StepSize, as_float, check_positive, check_scalar_logdensity
 from . import mirror as mirror_lib
 from .kernels import Kernel, Preconditioner, imq, rbf, stein_direction
 
@@ -397,7 +397,8 @@ def _mirrored(name, logdensity_fn, mm, kernel, step_size, optimizer, block_size,
         return SteinState(position, eta, opt_state), info
 
     step_value = step_size if (step_size is not None and not callable(step_size)) else None
-    return Algorithm(init=init, step=step, step_size=step_value, name=name)
+    return Algorithm(init=init, step=step,
+                     params=None if step_value is None else StepSize(step_value), name=name)
 
 
 def svgd(logdensity_fn: Callable, *, kernel: Optional[Kernel] = None, step_size=None,
