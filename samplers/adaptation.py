@@ -35,6 +35,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .langevin import MAX_INTEGRATION_STEPS
+
 __all__ = [
     "DualAveragingState", "dual_averaging_init", "dual_averaging_update", "adapted_step_size",
     "WelfordState", "WindowState", "window_schedule", "window_init", "window_update",
@@ -211,7 +213,6 @@ def _with_step(params, step_size, trajectory_length):
     """``params`` at step size h; MALT's L = ceil(trajectory length / h) in [1, 1024]."""
     params = params._replace(step_size=step_size)
     if hasattr(params, "num_integration_steps"):
-        from .langevin import MAX_INTEGRATION_STEPS
         steps = jnp.clip(jnp.ceil(trajectory_length / step_size), 1, MAX_INTEGRATION_STEPS)
         params = params._replace(num_integration_steps=steps.astype(jnp.int32))
     return params

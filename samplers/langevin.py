@@ -34,8 +34,8 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from .base import (
-    Algorithm, Bound, PyTree, as_float, check_positive, check_scalar_logdensity, tree_axpy,
-    tree_normal, with_params,
+    Algorithm, Bound, PyTree, as_float, check_positive, check_scalar_logdensity, tree_normal,
+    with_params,
 )
 
 __all__ = [

@@ -172,8 +172,7 @@ class SamplersKernel(MCMCKernel):
         self._params = params
         self._grad_estimator = _takes_grad_estimator(algorithm)
         self._adjusted, self._has_logdensity, self._info = self._probe()
-        tunable = self._info is not None and hasattr(self._info, ("acceptance_rate"))
-        tunable = tunable or hasattr(self._info, "energy_error")
+        tunable = hasattr(self._info, "acceptance_rate") or hasattr(self._info, "energy_error")
         if adapt_step_size is None:
             adapt_step_size = self._adjusted
         if adapt_mass_matrix is None:

@@ -504,13 +504,12 @@ def _run(algorithm, states, chain_keys, positions, key, batches, params, num_ste
                                    num_warmup=num_warmup, thin=thin, num_chains=num_chains,
                                    adapt=adapt,
                                    batches=None if batches is None else batches.batch_size)
-    if num_warmup:
-        warm_params = jax.eval_shape(
-            lambda: _warmup(algorithm, states, chain_keys, batches, params, run_id,
-                            num_warmup=num_warmup, adapt=adapt, every=0)[1])
-    else:
-        warm_params = params
     if checkpoint is not None and os.path.exists(checkpoint):
+        warm_params = params  # the adapted parameters' shapes (a mass matrix may be added)
+        if num_warmup:
+            warm_params = jax.eval_shape(
+                lambda: _warmup(algorithm, states, chain_keys, batches, params, run_id,
+                                num_warmup=num_warmup, adapt=adapt, every=0)[1])
         records_like = jax.eval_shape(
             lambda s, p: sample(s, first_bad, grads, params=p, first_step=0, num_draws=1)[3],
             states, warm_params)
