@@ -45,8 +45,9 @@ One jitted `lax.scan` over steps with `vmap` over chains drives both libraries; 
 initial states, step size and number of steps. ULA/MALA: AR(1) Gaussian (rho = 0.5), step size
 0.3 d^(-1/3). SGLD: Bayesian linear regression (N data, batch n, drawn with replacement),
 step size 0.1 / lambda_max(posterior precision), each library's own gradient estimator.
-`run` row: `samplers.run` against a bare `lax.scan` over our MALA kernel that keeps every
-draw (peer/ours < 1: the driver costs that much extra). The check column compares a
+`run` rows: `samplers.run` against a bare `lax.scan` over our MALA kernel that keeps every
+draw (peer/ours < 1: the driver costs that much extra); with `progress=True` the bar is
+updated by about 20 host callbacks per run, a fixed cost of a few ms that only short runs see. The check column compares a
 statistic of both runs (mean acceptance rate, or mean of x_i^2 over coordinates, steps and chains).
 """
 
@@ -64,7 +65,7 @@ def config(quick: bool) -> dict:
         "num_steps": 300 if quick else 1000,
         "repeats": 3 if quick else 7,
         "min_time": 0.02 if quick else 0.1,
-        "run_dims": [10] if quick else [10, 100, 1000],
+        "run_dims": [10, 100, 1000],
     }
 
 
@@ -209,11 +210,13 @@ def sgld_case(dim: int, num_chains: int, num_steps: int, key) -> Case:
                  "mean x²", key)
 
 
-def run_overhead_case(dim: int, num_chains: int, num_steps: int, key) -> Case:
+def run_overhead_case(dim: int, num_chains: int, num_steps: int, key,
+                      progress: bool = False) -> Case:
     """``samplers.run`` against a bare jitted ``lax.scan`` over our MALA kernel.
 
     Both initialise the chains from the same point, take ``num_steps`` steps and return
-    every position, (chain, draw, d).
+    every position, (chain, draw, d). With ``progress``, ``run`` also updates a progress
+    bar (written to stderr) from inside the compiled loop.
     """
     step_size = 0.3 * dim ** (-1 / 3)
     alg = samplers.mala(ar1_logdensity(), step_size)
@@ -234,13 +237,14 @@ def run_overhead_case(dim: int, num_chains: int, num_steps: int, key) -> Case:
 
     def ours():
         return samplers.run(key, alg, x0, num_steps, num_chains=num_chains,
-                            progress=False).positions
+                            progress=progress).positions
 
     def check(ours_out, peer_out):
         return {"mean x²": (_mean_sq(ours_out), _mean_sq(peer_out))}
 
     params = {"d": dim, "chains": num_chains, "steps": num_steps}
-    return Case("run(mala)", params, ours, lambda: bare(key), "bare lax.scan", check)
+    method = "run(mala, progress=True)" if progress else "run(mala)"
+    return Case(method, params, ours, lambda: bare(key), "bare lax.scan", check)
 
 
 def cases(cfg: dict) -> Iterator[Case]:
@@ -253,6 +257,9 @@ def cases(cfg: dict) -> Iterator[Case]:
     for dim in cfg["run_dims"]:
         for num_chains in cfg["chains"]:
             yield run_overhead_case(dim, num_chains, cfg["num_steps"], key)
+    for num_chains in cfg["chains"]:
+        yield run_overhead_case(cfg["run_dims"][0], num_chains, cfg["num_steps"], key,
+                                progress=True)
 
 
 if __name__ == "__main__":

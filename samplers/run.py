@@ -1,7 +1,13 @@
 """The driver: ``samplers.run`` runs any :class:`~samplers.base.Algorithm` for many steps.
 
-One compiled ``lax.scan`` over steps; chains are vectorised with ``vmap`` inside each step,
-so a progress report is a single un-batched ``jax.debug.callback`` every few hundred steps.
+A run without checkpoints is one compiled program: per-chain keys, initial states, warm-up
+and sampling, so a call costs one dispatch and one scalar transfer back (whether the host
+must look: a bad start, a non-finite chain). Chains are vectorised with ``vmap`` inside
+each step. What the loop does per step is what the sampler needs: the statistics of a draw
+travel packed in one array, the non-finite guard of the kept draws is computed from their
+records after the loop, the step size is not recorded per step, and the progress bar is
+one host callback per chunk of about 1/20 of the run (none when it is off).
+
 The key of step t of chain c is ``fold_in(key_c, t)``: draws do not depend on how the run is
 cut into compiled chunks, which makes a checkpointed and resumed run bit-identical to an
 uninterrupted one.
@@ -42,6 +48,7 @@ class NonFiniteError(FloatingPointError):
 
 _BARS: dict[int, Any] = {}
 _RUN_IDS = itertools.count()
+PROGRESS_UPDATES = 20  # host callbacks per run when the bar is on (each costs ~0.1 ms)
 
 
 def _report(run_id, steps_done):
@@ -50,10 +57,32 @@ def _report(run_id, steps_done):
         bar.update(int(steps_done) - bar.n)
 
 
-def _maybe_report(run_id, steps_done, every):
-    jax.lax.cond(steps_done % every == 0,
-                 lambda: jax.debug.callback(_report, run_id, steps_done),
-                 lambda: None)
+def _scan(body, carry, xs, *, every, run_id, steps_done):
+    """``lax.scan(body, carry, xs)``; with ``every`` > 0, as an outer scan over chunks of
+    ``every`` steps that reports ``steps_done(last x of the chunk)`` to the progress bar
+    once per chunk (one unconditional host callback, no per-step branch)."""
+    if not every:
+        return jax.lax.scan(body, carry, xs)
+    length = jax.tree.leaves(xs)[0].shape[0]
+    full = length - length % every
+    outputs = []
+
+    def chunk(carry, xs_chunk):
+        carry, ys = jax.lax.scan(body, carry, xs_chunk)
+        last = jax.tree.map(lambda x: x[-1], xs_chunk)
+        jax.debug.callback(_report, run_id, steps_done(last))
+        return carry, ys
+
+    if full:
+        chunks = jax.tree.map(lambda x: x[:full].reshape((full // every, every) + x.shape[1:]), xs)
+        carry, ys = jax.lax.scan(chunk, carry, chunks)
+        outputs.append(jax.tree.map(lambda y: y.reshape((full,) + y.shape[2:]), ys))
+    if length > full:
+        carry, ys = chunk(carry, jax.tree.map(lambda x: x[full:], xs))
+        outputs.append(ys)
+    if len(outputs) == 1:
+        return carry, outputs[0]
+    return carry, jax.tree.map(lambda *ys: jnp.concatenate(ys), *outputs)
 
 
 # ------------------------------------------------------------------------ transitions
@@ -84,35 +113,60 @@ def _transition(algorithm, states, chain_keys, t, batches, params):
     return jax.vmap(one)(states, chain_keys, params)
 
 
-def _finite(states):
-    """(chain,) True where the state is finite: its log-density when the sampler keeps one
-    (a scalar per chain, so the guard costs O(1) per step), else every position entry."""
-    logdensity = getattr(states, "logdensity", None)
+def _finite(states, logdensity=None, axes: int = 1):
+    """True where a state is finite, over ``axes`` leading (chain[, draw]) axes: its
+    log-density when the sampler keeps one (one scalar per state, so the guard costs O(1)),
+    else every entry of its position."""
     if logdensity is not None:
         return jnp.isfinite(logdensity)
-    return jax.vmap(tree_all_finite)(states.position)
+    leaves = [jnp.all(jnp.isfinite(x.reshape(x.shape[:axes] + (-1,))), axis=-1)
+              for x in jax.tree.leaves(states)]
+    return functools.reduce(jnp.logical_and, leaves)
 
 
-def _mark_nonfinite(first_bad, states, t):
-    return jnp.where((first_bad < 0) & ~_finite(states), t, first_bad).astype(first_bad.dtype)
+def _mark_nonfinite(first_bad, finite, steps):
+    """Record in ``first_bad`` (chain,) the first of ``steps`` (k,) at which each chain was
+    not ``finite`` (chain, k), unless an earlier step is recorded already (-1: none yet)."""
+    bad = ~finite
+    found = jnp.where(jnp.any(bad, axis=1), steps[jnp.argmax(bad, axis=1)], -1)
+    earliest = jnp.where((first_bad >= 0) & ((found < 0) | (first_bad < found)), first_bad, found)
+    return earliest.astype(first_bad.dtype)
 
 
-def _num_grads(info, num_chains):
-    """Gradient evaluations of one step per chain: a trajectory's length, else 1."""
-    steps = getattr(info, "num_integration_steps", None)
-    return jnp.ones((num_chains,), jnp.int32) if steps is None else steps.astype(jnp.int32)
+def _step_guard(first_bad, states, t):
+    """The non-finite guard after one step ``t``."""
+    finite = _finite(states.position, getattr(states, "logdensity", None))
+    return _mark_nonfinite(first_bad, finite[:, None], jnp.asarray(t)[None])
 
 
-@functools.partial(jax.jit, static_argnames=("num_chains",))
-def _chain_keys(key, num_chains):
-    """Independent per-chain keys, and the keys their ``init`` uses."""
-    chain_keys = jax.random.split(key, num_chains)
-    return chain_keys, jax.vmap(lambda k: jax.random.fold_in(k, 2**31 - 1))(chain_keys)
+def _counts_trajectory(info) -> bool:
+    """Whether a step's gradient count varies (a trajectory's length), else it is 1."""
+    return hasattr(info, "num_integration_steps")
 
 
-@functools.partial(jax.jit, static_argnames=("algorithm",))
-def _init(algorithm, positions, keys):
-    return jax.vmap(algorithm.init)(positions, keys)
+def _info_shape(algorithm, states, params, batches):
+    """The info one chain's transition returns, as shapes (traced once, at compile time)."""
+    one = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), (states, params))
+    key = jax.random.key(0)
+    batch = None if batches is None else jax.eval_shape(batches.sample, key)
+    if params is None:
+        return jax.eval_shape(lambda s, b: algorithm.step(key, s, b), one[0], batch)[1]
+    return jax.eval_shape(lambda s, p, b: algorithm.kernel(key, s, b, p), *one, batch)[1]
+
+
+class _Options(NamedTuple):
+    """The arguments of :func:`run` that shape the compiled program (static)."""
+
+    num_chains: int
+    chain_axis: bool
+    num_warmup: int
+    adapt_step_size: Optional[bool]
+    adapt_mass_matrix: Optional[bool]
+    dense_mass: bool
+    adaptation: str
+    target_acceptance: Optional[float]
+    mesh: Optional[jax.sharding.Mesh]
+    every: int
 
 
 class _Adapt(NamedTuple):
@@ -125,20 +179,43 @@ class _Adapt(NamedTuple):
     target: float
 
 
-@functools.partial(jax.jit, static_argnames=("algorithm", "num_warmup", "adapt", "every"))
-def _warmup(algorithm, states, chain_keys, batches, params, run_id, *, num_warmup, adapt, every):
-    """``num_warmup`` steps, adapting ``params`` (:mod:`samplers.adaptation`) as ``adapt``
-    says; returns the states, the adapted parameters and each chain's gradient count."""
-    num_chains = chain_keys.shape[0]
+def _setup(algorithm, key, initial_position, params, options):
+    """Per-chain keys, positions, parameters (leading chain axis, on the mesh if any) and
+    initial states."""
+    num_chains = options.num_chains
+    chain_keys = jax.random.split(key, num_chains)
+    init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 2**31 - 1))(chain_keys)
+    chained = lambda x: jnp.broadcast_to(x, (num_chains,) + jnp.shape(x))  # noqa: E731
+    positions = (initial_position if options.chain_axis else
+                 jax.tree.map(chained, initial_position))
+    params = jax.tree.map(chained, params)
+    if options.mesh is not None:
+        mesh = options.mesh
+        sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(mesh.axis_names[0]))
+        chain_keys, init_keys, positions, params = jax.tree.map(
+            lambda x: jax.lax.with_sharding_constraint(x, sharding),
+            (chain_keys, init_keys, positions, params))
+    states = jax.vmap(algorithm.init)(positions, init_keys)
+    return chain_keys, params, states
+
+
+def _warmup(algorithm, states, chain_keys, batches, params, run_id, options):
+    """``num_warmup`` steps, adapting ``params`` (:mod:`samplers.adaptation`) as the options
+    say; returns the states, the adapted parameters, the non-finite guard and each chain's
+    gradient count."""
+    num_chains, num_warmup = options.num_chains, options.num_warmup
     first_bad = jnp.full((num_chains,), -1, jnp.int32)
     grads = jnp.zeros((num_chains,), jnp.int32)
-    tuning = adapt is not None and (adapt.step_size or adapt.mass_matrix)
+    info = _info_shape(algorithm, states, params, batches)
+    adapt = _adaptation(algorithm, params, info, options)
+    if not num_warmup:
+        return states, params, first_bad, grads
+    tuning = adapt is not None
     if tuning:
         dim = sum(math.prod(x.shape[1:]) for x in jax.tree.leaves(states.position))
         window = jax.vmap(functools.partial(
             adaptation.window_init, dim=dim, adapt_mass_matrix=adapt.mass_matrix,
             dense_mass=adapt.dense_mass))(params)
-        params = window.params
         slow, end = adaptation.window_schedule(num_warmup)
         update = jax.vmap(functools.partial(
             adaptation.window_update, target=adapt.target, adapt_step_size=adapt.step_size,
@@ -146,70 +223,156 @@ def _warmup(algorithm, states, chain_keys, batches, params, run_id, *, num_warmu
             axis_name="chain" if adapt.pooled else None),
             in_axes=(0, None, None, 0, 0), axis_name="chain")
     else:
-        window, slow, end = None, np.zeros(num_warmup, bool), np.zeros(num_warmup, bool)
+        window, slow, end = params, np.zeros(num_warmup, bool), np.zeros(num_warmup, bool)
+    counts = _counts_trajectory(info)
 
     def body(carry, xs):
         states, window, first_bad, grads = carry
         t, slow_t, end_t = xs
-        step_params = window.params if tuning else params
-        states, info = _transition(algorithm, states, chain_keys, t, batches, step_params)
+        states, info = _transition(algorithm, states, chain_keys, t, batches,
+                                   window.params if tuning else window)
         if tuning:
             flat = jax.vmap(lambda p: ravel_pytree(p)[0])(states.position)
             statistic = adaptation.tuning_statistic(info, flat.shape[1])
             window = update(window, slow_t, end_t, flat, statistic)
-        first_bad = _mark_nonfinite(first_bad, states, t)
-        grads = grads + _num_grads(info, num_chains)
-        if every:
-            _maybe_report(run_id, t + 1, every)
-        return (states, window, first_bad, grads), None
+        if counts:
+            grads = grads + info.num_integration_steps.astype(jnp.int32)
+        return (states, window, _step_guard(first_bad, states, t), grads), None
 
     xs = (jnp.arange(num_warmup), jnp.asarray(slow), jnp.asarray(end))
-    (states, window, first_bad, grads), _ = jax.lax.scan(
-        body, (states, window, first_bad, grads), xs)
+    (states, window, first_bad, grads), _ = _scan(
+        body, (states, window, first_bad, grads), xs, every=options.every, run_id=run_id,
+        steps_done=lambda x: x[0] + 1)
+    if not counts:
+        grads = grads + num_warmup
     if tuning:
         params = jax.vmap(functools.partial(adaptation.window_final,
                                             adapt_step_size=adapt.step_size))(window)
     return states, params, first_bad, grads
 
 
-@functools.partial(jax.jit, static_argnames=("algorithm", "num_draws", "thin", "every"))
+def _stat_layout(info, logdensity) -> tuple:
+    """The per-chain scalar statistics of a draw that travel packed in one array:
+    ``((name, dtype), ...)`` for the float and bool fields of the info (shapes of one
+    chain) and the log-density; any other field (an array, a pytree) is recorded as it is."""
+    fields = dict(getattr(info, "_asdict", dict)())
+    if logdensity is not None:
+        fields["lp"] = logdensity
+    return tuple((name, x.dtype) for name, x in sorted(fields.items())
+                 if getattr(x, "shape", None) == ()
+                 and (jnp.issubdtype(x.dtype, jnp.floating) or x.dtype == bool))
+
+
+def _pack(stats: dict, layout) -> tuple:
+    """One (chain, k) array for the statistics named in ``layout``, so the loop writes one
+    output per draw instead of one per statistic; the other statistics as they are."""
+    if not layout:
+        return None, stats
+    dtype = jnp.result_type(jnp.float32, *(dt for _, dt in layout))
+    packed = jnp.stack([stats[name].astype(dtype) for name, _ in layout], axis=-1)
+    return packed, {k: v for k, v in stats.items() if k not in dict(layout)}
+
+
+def _unpack(packed, rest: dict, layout) -> dict:
+    """Inverse of :func:`_pack` (the packed dtype holds every value exactly)."""
+    stats = {name: packed[..., i].astype(dt) for i, (name, dt) in enumerate(layout)}
+    return {**stats, **rest}
+
+
 def _sample(algorithm, states, first_bad, grads, chain_keys, batches, params, first_step, run_id,
             *, num_draws, thin, every):
-    """``num_draws * thin`` steps from global step ``first_step``, keeping every ``thin``-th."""
-    num_chains = chain_keys.shape[0]
+    """``num_draws * thin`` steps from global step ``first_step``, keeping every ``thin``-th.
+
+    The non-finite guard of the kept steps is computed once from their records after the
+    loop; only the thinned-out steps carry it step by step."""
+    info_shape = _info_shape(algorithm, states, params, batches)
+    counts = _counts_trajectory(info_shape)
+    logdensity = getattr(states, "logdensity", None)
+    layout = _stat_layout(info_shape, None if logdensity is None else
+                          jax.ShapeDtypeStruct((), logdensity.dtype))
 
     def one_step(carry, t):
         states, first_bad, grads = carry
         states, info = _transition(algorithm, states, chain_keys, t, batches, params)
-        first_bad = _mark_nonfinite(first_bad, states, t)
-        return (states, first_bad, grads + _num_grads(info, num_chains)), info
+        if counts:
+            grads = grads + info.num_integration_steps.astype(jnp.int32)
+        return (states, first_bad, grads), info
+
+    def thinned_out(carry, t):
+        (states, first_bad, grads), _ = one_step(carry, t)
+        return (states, _step_guard(first_bad, states, t), grads), None
 
     def draw(carry, i):
         last = first_step + (i + 1) * thin - 1
         if thin > 1:  # the thinned-out steps, then the kept one (no nested loop when thin = 1)
-            carry, _ = jax.lax.scan(lambda c, t: (one_step(c, t)[0], None), carry,
-                                    last - thin + 1 + jnp.arange(thin - 1))
+            carry, _ = jax.lax.scan(thinned_out, carry, last - thin + 1 + jnp.arange(thin - 1))
         carry, info = one_step(carry, last)
         states = carry[0]
-        if every:
-            _maybe_report(run_id, last + 1, every)
-        return carry, (states.position, _draw_stats(info, states, params))
+        stats = dict(getattr(info, "_asdict", dict)())
+        if logdensity is not None:
+            stats["lp"] = states.logdensity
+        return carry, (states.position, _pack(stats, layout))
 
-    (states, first_bad, grads), records = jax.lax.scan(
-        draw, (states, first_bad, grads), jnp.arange(num_draws))
-    return states, first_bad, grads, jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), records)
-
-
-def _draw_stats(info, states, params) -> dict:
-    """Statistics of one draw with ArviZ's names, one value per chain."""
-    stats = dict(getattr(info, "_asdict", dict)())
-    if getattr(states, "logdensity", None) is not None:
-        stats["lp"] = states.logdensity
-    stats["diverging"] = stats.get("diverging", False) | ~_finite(states)
+    (states, first_bad, grads), (positions, (packed, rest)) = _scan(
+        draw, (states, first_bad, grads), jnp.arange(num_draws), every=every, run_id=run_id,
+        steps_done=lambda i: first_step + (i + 1) * thin)
+    if not counts:
+        grads = grads + num_draws * thin
+    swap = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731  (draw, chain) -> (chain, draw)
+    positions, packed, rest = jax.tree.map(swap, (positions, packed, rest))
+    stats = _unpack(packed, rest, layout)
+    finite = _finite(positions, stats.get("lp"), axes=2)
+    steps = first_step + thin - 1 + thin * jnp.arange(num_draws)
+    first_bad = _mark_nonfinite(first_bad, finite, steps)
+    stats["diverging"] = stats.get("diverging", False) | ~finite
     step_size = getattr(params, "step_size", None)
     if step_size is not None and "step_size" not in stats:
-        stats["step_size"] = step_size
-    return stats
+        stats["step_size"] = jnp.broadcast_to(jnp.reshape(step_size, (-1, 1)), finite.shape)
+    return states, first_bad, grads, (positions, stats)
+
+
+def _unless_bad_start(ok, fn, *args):
+    """``fn(*args)`` when the chains start finite (``ok``), else zeros shaped like its output:
+    a run that starts outside the support returns at once, and the host says why."""
+
+    def zeros(*args):
+        return jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(fn, *args))
+
+    return jax.lax.cond(ok, fn, zeros, *args)
+
+
+@functools.partial(jax.jit, static_argnames=("algorithm", "options"))
+def _start(algorithm, key, initial_position, params, batches, run_id, *, options):
+    """Set-up and warm-up, compiled as one program (the first part of a checkpointed run);
+    also returns whether the chains start finite, and their initial log-densities."""
+    chain_keys, params, states = _setup(algorithm, key, initial_position, params, options)
+    lp0 = getattr(states, "logdensity", None)
+    ok = tree_all_finite(initial_position)
+    if lp0 is not None:
+        ok = ok & jnp.all(jnp.isfinite(lp0))
+    warm = _unless_bad_start(
+        ok, lambda s, p: _warmup(algorithm, s, chain_keys, batches, p, run_id, options),
+        states, params)
+    return (chain_keys, ok, lp0) + warm
+
+
+_sample_chunk = jax.jit(_sample, static_argnames=("algorithm", "num_draws", "thin", "every"))
+
+
+@functools.partial(jax.jit, static_argnames=("algorithm", "options", "num_draws", "thin"))
+def _whole(algorithm, key, initial_position, params, batches, run_id, *, options, num_draws,
+           thin):
+    """A run without checkpoints as one compiled program: set-up, warm-up and sampling;
+    ``ok`` is False when the run needs a look from the host (a bad start, a non-finite
+    chain), so a run that went well costs one scalar transfer."""
+    chain_keys, ok, lp0, states, params, first_bad, grads = _start(
+        algorithm, key, initial_position, params, batches, run_id, options=options)
+    out = _unless_bad_start(
+        ok, lambda s, f, g, p: _sample(algorithm, s, f, g, chain_keys, batches, p,
+                                       options.num_warmup, run_id, num_draws=num_draws,
+                                       thin=thin, every=options.every),
+        states, first_bad, grads, params)
+    return (ok & jnp.all(out[1] < 0), lp0, params) + out
 
 
 # ------------------------------------------------------------------------- checkpoints
@@ -290,25 +453,18 @@ def _validate(algorithm, num_steps, num_chains, num_warmup, thin, on_nonfinite,
                         f"got {type(batches).__name__}")
 
 
-def _adaptation(algorithm, states, params, batches, num_warmup, num_chains, adapt_step_size,
-                adapt_mass_matrix, dense_mass, adaptation_kind, target_acceptance):
-    """What warm-up adapts (an :class:`_Adapt`, or None), from the arguments of ``run``.
+def _adaptation(algorithm, params, info, options):
+    """What warm-up adapts (an :class:`_Adapt`, or None), from the arguments of ``run`` and
+    the sampler's info; resolved while the program is traced, once per configuration.
 
     Defaults: an adjusted sampler (one whose step reports an acceptance rate: MALA, MALT)
     adapts its step size and preconditioner whenever there is a warm-up; an unadjusted one
     (ULA, underdamped) keeps the step and preconditioner it was given, since they set its
     bias, unless asked (``adapt_step_size=True`` tunes it on the energy error)."""
-    if adaptation_kind not in ("window", "ensemble"):
-        raise ValueError(f"adaptation must be 'window' or 'ensemble', got {adaptation_kind!r}")
-    if not isinstance(dense_mass, bool):
-        raise TypeError(f"dense_mass must be True or False, got {dense_mass!r}")
-    info = None
-    if params is not None:
-        one = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), (states, params))
-        key = jax.random.key(0)
-        batch = None if batches is None else jax.eval_shape(batches.sample, key)
-        _, info = jax.eval_shape(lambda s, p, b: algorithm.kernel(key, s, b, p), *one, batch)
-    tunable = info is not None and getattr(params, "step_size", None) is not None and (
+    num_warmup = options.num_warmup
+    adapt_step_size, adapt_mass_matrix = options.adapt_step_size, options.adapt_mass_matrix
+    target_acceptance = options.target_acceptance
+    tunable = getattr(params, "step_size", None) is not None and (
         hasattr(info, "acceptance_rate") or hasattr(info, "energy_error"))
     adjusted = hasattr(info, "acceptance_rate")
     if adapt_step_size is None:
@@ -323,27 +479,37 @@ def _adaptation(algorithm, states, params, batches, num_warmup, num_chains, adap
                          f"(mala, malt, ula, underdamped, sgld); {algorithm.name} has none")
     if target_acceptance is None:
         target_acceptance = adaptation.default_target(algorithm.name, info) if tunable else 0.5
-    elif not hasattr(info, "acceptance_rate"):
+    elif not adjusted:
         raise ValueError(f"target_acceptance applies to samplers with a Metropolis step "
                          f"(mala, malt); {algorithm.name} is tuned on its energy error")
-    elif not 0.0 < target_acceptance < 1.0:
-        raise ValueError(f"target_acceptance must be in (0, 1), got {target_acceptance!r}")
     if num_warmup == 0 or not (adapt_step_size or adapt_mass_matrix):
         return None
-    pooled = adaptation_kind == "ensemble"
-    return _Adapt(bool(adapt_step_size), bool(adapt_mass_matrix), dense_mass, pooled,
-                  float(target_acceptance))
+    return _Adapt(bool(adapt_step_size), bool(adapt_mass_matrix), options.dense_mass,
+                  options.adaptation == "ensemble", float(target_acceptance))
 
 
-def _initial_positions(initial_position, num_chains, chain_axis):
-    if not chain_axis:
-        return jax.tree.map(lambda x: jnp.broadcast_to(jnp.asarray(x), (num_chains,) + jnp.shape(x)),
-                            initial_position)
+def _check_options(adaptation_kind, dense_mass, target_acceptance, mesh, num_chains):
+    """The checks of ``run``'s warm-up and mesh arguments that need no tracing."""
+    if adaptation_kind not in ("window", "ensemble"):
+        raise ValueError(f"adaptation must be 'window' or 'ensemble', got {adaptation_kind!r}")
+    if not isinstance(dense_mass, bool):
+        raise TypeError(f"dense_mass must be True or False, got {dense_mass!r}")
+    if target_acceptance is not None and not 0.0 < target_acceptance < 1.0:
+        raise ValueError(f"target_acceptance must be in (0, 1), got {target_acceptance!r}")
+    if mesh is not None:
+        if not isinstance(mesh, jax.sharding.Mesh):
+            raise TypeError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
+        size = mesh.shape[mesh.axis_names[0]]
+        if num_chains % size:
+            raise ValueError(f"num_chains must be a multiple of the mesh axis "
+                             f"{mesh.axis_names[0]!r} size {size}, got {num_chains}")
+
+
+def _check_chain_axis(initial_position, num_chains):
     for leaf in jax.tree.leaves(initial_position):
         if jnp.ndim(leaf) == 0 or jnp.shape(leaf)[0] != num_chains:
             raise ValueError(f"initial_position with chain_axis=True must have a leading axis of "
                              f"size num_chains={num_chains}, got a leaf of shape {jnp.shape(leaf)}")
-    return jax.tree.map(jnp.asarray, initial_position)
 
 
 def _concat(chunks):
@@ -356,13 +522,6 @@ def _concat(chunks):
 def _trace(records, states, first_bad, params=None, grads=None) -> Trace:
     positions, stats = records
     return Trace(positions, stats, states, first_bad, params, grads)
-
-
-def _shard(tree, mesh):
-    """Put the leading (chain) axis of every leaf on the first axis of ``mesh``."""
-    spec = jax.sharding.PartitionSpec(mesh.axis_names[0])
-    sharding = jax.sharding.NamedSharding(mesh, spec)
-    return jax.tree.map(lambda x: jax.device_put(x, sharding), tree)
 
 
 def run(
@@ -432,49 +591,40 @@ def run(
     check_key("key", key, "run(key, algorithm, initial_position, num_steps)")
     _validate(algorithm, num_steps, num_chains, num_warmup, thin, on_nonfinite,
               checkpoint, checkpoint_every, batches)
-    check_finite_position("initial_position", initial_position)
-    if mesh is not None:
-        if not isinstance(mesh, jax.sharding.Mesh):
-            raise TypeError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
-        size = mesh.shape[mesh.axis_names[0]]
-        if num_chains % size:
-            raise ValueError(f"num_chains must be a multiple of the mesh axis "
-                             f"{mesh.axis_names[0]!r} size {size}, got {num_chains}")
-
-    chain_keys, init_keys = _chain_keys(key, num_chains)
-    positions = _initial_positions(initial_position, num_chains, chain_axis)
-    static = _static(algorithm)
-    params = (None if algorithm.kernel is None else
-              jax.tree.map(lambda x: jnp.broadcast_to(x, (num_chains,) + jnp.shape(x)),
-                           algorithm.params))
-    if mesh is not None:
-        chain_keys, init_keys, positions, params = _shard(
-            (chain_keys, init_keys, positions, params), mesh)
-    states = _init(static, positions, init_keys)
-    lp0 = getattr(states, "logdensity", None)
-    if lp0 is not None and not np.all(np.isfinite(np.asarray(lp0))):
-        bad = int(np.flatnonzero(~np.isfinite(np.asarray(lp0)))[0])
-        raise ValueError(f"initial_position has log-density {float(np.asarray(lp0)[bad])} "
-                         f"(chain {bad}): start inside the support of the target")
-    adapt = _adaptation(algorithm, states, params, batches, num_warmup, num_chains, adapt_step_size,
-                        adapt_mass_matrix, dense_mass, adaptation, target_acceptance)
-
+    _check_options(adaptation, dense_mass, target_acceptance, mesh, num_chains)
+    if chain_axis:
+        _check_chain_axis(initial_position, num_chains)
     if progress is None:
         progress = sys.stderr.isatty()
     total = num_warmup + num_steps
-    every = max(1, total // 50) if progress else 0
+    options = _Options(num_chains, chain_axis, num_warmup, adapt_step_size, adapt_mass_matrix,
+                       dense_mass, adaptation, target_acceptance, mesh,
+                       max(1, total // PROGRESS_UPDATES) if progress else 0)
     run_id = next(_RUN_IDS)
     if progress:
         from tqdm.auto import tqdm
         _BARS[run_id] = tqdm(total=total, desc=algorithm.name, unit="step")
     try:
-        return _run(static, states, chain_keys, positions, key, batches, params,
-                    num_steps, num_chains, num_warmup, thin, adapt, on_nonfinite, checkpoint,
-                    checkpoint_every, run_id, every)
+        params = None if algorithm.kernel is None else algorithm.params  # step: compiled in
+        return _run(_static(algorithm), key, initial_position, params, batches,
+                    np.int32(run_id), options, num_steps, thin, on_nonfinite, checkpoint,
+                    checkpoint_every)
     finally:
         bar = _BARS.pop(run_id, None)
         if bar is not None:
             bar.close()
+
+
+def _check_start(initial_position, lp0):
+    """Raise when a chain starts at a non-finite position or log-density."""
+    check_finite_position("initial_position", initial_position)
+    if lp0 is None:
+        return
+    lp0 = np.asarray(lp0)
+    if not np.all(np.isfinite(lp0)):
+        bad = int(np.flatnonzero(~np.isfinite(lp0))[0])
+        raise ValueError(f"initial_position has log-density {float(lp0[bad])} (chain {bad}): "
+                         "start inside the support of the target")
 
 
 def _check_finite(first_bad, records_so_far, states, on_nonfinite):
@@ -488,54 +638,55 @@ def _check_finite(first_bad, records_so_far, states, on_nonfinite):
             "lower the step size, or pass on_nonfinite='flag' to keep going", trace)
 
 
-def _run(algorithm, states, chain_keys, positions, key, batches, params, num_steps,
-         num_chains, num_warmup, thin, adapt, on_nonfinite, checkpoint, checkpoint_every,
-         run_id, every):
-    run_id = jnp.asarray(run_id, jnp.int32)
+def _run(algorithm, key, initial_position, params, batches, run_id, options, num_steps, thin,
+         on_nonfinite, checkpoint, checkpoint_every):
     num_draws = num_steps // thin
+    if checkpoint is None:
+        ok, lp0, params, states, first_bad, grads, records = _whole(
+            algorithm, key, initial_position, params, batches, run_id, options=options,
+            num_draws=num_draws, thin=thin)
+        if not ok:  # the one transfer to the host of a run that went well
+            _check_start(initial_position, lp0)
+            _check_finite(first_bad, [records], states, on_nonfinite)
+        return _trace(records, states, first_bad, params, grads)
+
+    num_warmup = options.num_warmup
     chunk = num_draws if checkpoint_every is None else checkpoint_every // thin
-    first_bad = jnp.full((num_chains,), -1, jnp.int32)
-    grads = jnp.zeros((num_chains,), jnp.int32)
-    sample = functools.partial(_sample, algorithm, chain_keys=chain_keys, batches=batches,
-                               run_id=run_id, thin=thin, every=every)
+    sample = functools.partial(_sample_chunk, algorithm, batches=batches, run_id=run_id,
+                               thin=thin, every=options.every)
+    fingerprint = _fingerprint(algorithm, key, initial_position, params, num_steps=num_steps,
+                               thin=thin, options=options._replace(every=0),
+                               batches=None if batches is None else batches.batch_size)
+    start = functools.partial(_start, algorithm, key, initial_position, params, batches,
+                              run_id, options=options)
     done, chunks = 0, []
-    if checkpoint is not None:
-        fingerprint = _fingerprint(algorithm, key, positions, params, num_steps=num_steps,
-                                   num_warmup=num_warmup, thin=thin, num_chains=num_chains,
-                                   adapt=adapt,
-                                   batches=None if batches is None else batches.batch_size)
-    if checkpoint is not None and os.path.exists(checkpoint):
-        warm_params = params  # the adapted parameters' shapes (a mass matrix may be added)
-        if num_warmup:
-            warm_params = jax.eval_shape(
-                lambda: _warmup(algorithm, states, chain_keys, batches, params, run_id,
-                                num_warmup=num_warmup, adapt=adapt, every=0)[1])
+    if os.path.exists(checkpoint):
+        chain_keys, _, _, *carry_like = jax.eval_shape(start)
+        states, params, first_bad, grads = carry_like
         records_like = jax.eval_shape(
-            lambda s, p: sample(s, first_bad, grads, params=p, first_step=0, num_draws=1)[3],
-            states, warm_params)
-        carry_like = (states, first_bad, grads, warm_params)
-        done, (states, first_bad, grads, params), records = _load_checkpoint(
-            checkpoint, fingerprint, carry_like, records_like)
+            lambda s, f, g, k, p: sample(s, f, g, chain_keys=k, params=p, first_step=0,
+                                         num_draws=1)[3],
+            states, first_bad, grads, chain_keys, params)
+        done, (states, params, first_bad, grads), records = _load_checkpoint(
+            checkpoint, fingerprint, tuple(carry_like), records_like)
+        chain_keys = jax.random.split(key, options.num_chains)  # as _setup derives them
         chunks = [records] if records is not None else []
     else:
-        if num_warmup:
-            states, params, first_bad, grads = _warmup(
-                algorithm, states, chain_keys, batches, params, run_id,
-                num_warmup=num_warmup, adapt=adapt, every=every)
-            _check_finite(first_bad, [], states, on_nonfinite)
-        if checkpoint is not None:
-            _save_checkpoint(checkpoint, fingerprint, 0, (states, first_bad, grads, params), ())
+        chain_keys, ok, lp0, states, params, first_bad, grads = start()
+        if not ok:
+            _check_start(initial_position, lp0)
+        _check_finite(first_bad, [], states, on_nonfinite)
+        _save_checkpoint(checkpoint, fingerprint, 0, (states, params, first_bad, grads), ())
 
     while done < num_draws:
         n = min(chunk, num_draws - done)
         states, first_bad, grads, records = sample(
-            states, first_bad, grads, params=params, first_step=num_warmup + done * thin,
-            num_draws=n)
+            states, first_bad, grads, chain_keys=chain_keys, params=params,
+            first_step=num_warmup + done * thin, num_draws=n)
         chunks.append(records)
         done += n
         _check_finite(first_bad, chunks, states, on_nonfinite)
-        if checkpoint is not None:
-            chunks = [_concat(chunks)]
-            _save_checkpoint(checkpoint, fingerprint, done, (states, first_bad, grads, params),
-                             chunks[0])
-    return _trace(_concat(chunks), states, first_bad, params, grads)
+        chunks = [_concat(chunks)]
+        _save_checkpoint(checkpoint, fingerprint, done, (states, params, first_bad, grads),
+                         chunks[0])
+    return _trace(chunks[0], states, first_bad, params, grads)

@@ -81,10 +81,10 @@ def test_rebuilding_with_a_new_step_size_compiles_nothing():
     run_module = sys.modules["samplers.run"]
     logdensity = lambda x: -0.5 * jnp.sum(x ** 2)  # noqa: E731
     samplers.run(jax.random.key(0), samplers.mala(logdensity, 0.1), jnp.zeros(3), 20, progress=False)
-    before = run_module._sample._cache_size()
+    before = run_module._whole._cache_size()
     trace = samplers.run(jax.random.key(0), samplers.mala(logdensity, 0.2), jnp.zeros(3), 20,
                          progress=False)
-    assert run_module._sample._cache_size() == before
+    assert run_module._whole._cache_size() == before
     assert float(trace.stats["step_size"][0, 0]) == pytest.approx(0.2)
 
 

@@ -116,6 +116,10 @@ def test_chain_that_turns_nonfinite_is_named_or_flagged():
                            on_nonfinite="flag")
     step = int(flagged.nonfinite_step[1])
     assert step > 0 and f"step {step}" in str(err.value)
+    # thinned-out steps are guarded step by step, kept ones from their records: same steps
+    thinned = samplers.run(jax.random.key(0), alg, x0, 2000, num_chains=2, chain_axis=True,
+                           thin=4, on_nonfinite="flag")
+    np.testing.assert_array_equal(thinned.nonfinite_step, flagged.nonfinite_step)
     diverging = np.asarray(flagged.stats["diverging"])
     assert diverging[1, step:].all() and not diverging[1, :step].any()
     first = np.asarray(flagged.nonfinite_step)  # chain 0 follows later (h > 2 / beta)
@@ -162,11 +166,31 @@ def test_progress_bar_inside_jit(monkeypatch):
             super().__init__(*a, file=out, **k)
             bars.append(self)
 
+    updates = []
+    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    monkeypatch.setattr(run_module, "_report", lambda *a: updates.append(a))
+    _run(num_steps=1000, num_warmup=500, progress=True)
+    jax.effects_barrier()
+    # one host callback per chunk of 1500 // 20 steps: 7 in warm-up, 14 in sampling
+    assert sorted(int(s) for _, s in updates) == [75 * k for k in range(1, 7)] + [500] + [
+        500 + 75 * k for k in range(1, 14)] + [1500]
+    monkeypatch.undo()
     monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
     _run(num_steps=100, num_warmup=50, progress=True)
     jax.effects_barrier()
-    assert bars and bars[0].total == 150 and bars[0].n == 150
+    assert bars[-1].total == 150 and bars[-1].n == 150
     assert "150/150" in out.getvalue()
+
+
+def test_a_run_without_progress_bar_compiles_no_host_callback():
+    options = run_module._Options(1, False, 10, None, None, False, "window", None, None, 0)
+    args = (run_module._static(MALA), jax.random.key(0), jnp.zeros(2), MALA.params, None,
+            np.int32(0))
+    hlo = run_module._whole.lower(*args, options=options, num_draws=5, thin=1).as_text()
+    assert "callback" not in hlo
+    with_bar = options._replace(every=5)
+    hlo = run_module._whole.lower(*args, options=with_bar, num_draws=5, thin=1).as_text()
+    assert "callback" in hlo
 
 
 def test_minibatches_are_fresh_per_step_and_chain():
