@@ -11,7 +11,8 @@ and the half log-SNR is ``lambda_t = log(alpha_t / sigma_t)`` (Lu et al., DPM-So
 ``lambda``, in closed form; the exponential-integrator solvers and the log-SNR / Karras time
 grids need it.
 
-SDEs are frozen dataclasses of floats: hashable, so they can be static arguments of ``jit``.
+SDEs are frozen dataclasses of floats (a discrete schedule holds a tuple of floats): hashable,
+so they can be static arguments of ``jit``.
 """
 from __future__ import annotations
 
@@ -20,23 +21,32 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from samplers.base import check_positive
 
-__all__ = ["SDE", "VPSDE", "SubVPSDE", "VESDE"]
+__all__ = ["SDE", "VPSDE", "SubVPSDE", "VESDE", "DiscreteVPSDE", "SCHEDULES"]
 
 
 def _softplus(x):
     return jnp.logaddexp(x, 0.0)
 
 
+def _as_float(t):
+    """``t`` as an array, in its own floating dtype (the default one for ints)."""
+    t = jnp.asarray(t)
+    return t if jnp.issubdtype(t.dtype, jnp.floating) else t.astype(float)
+
+
 class SDE:
     """Shared methods; subclasses define ``log_alpha``, ``sigma``, ``dlog_alpha``,
-    ``g2`` and ``t_of_log_snr``; ``t_max`` and ``t_min`` are the default time interval."""
+    ``g2`` and ``t_of_log_snr``; ``t_max`` and ``t_min`` are the default time interval;
+    ``variance_preserving`` says alpha_t^2 + sigma_t^2 = 1."""
 
     t_max: float = 1.0
     t_min: float = 1e-3
     prior_std: float = 1.0
+    variance_preserving: bool = False
 
     def alpha(self, t):
         """Signal scale alpha_t of the marginal x_t | x_0 ~ N(alpha_t x_0, sigma_t^2 I)."""
@@ -70,6 +80,11 @@ class SDE:
         return (-0.5 * jnp.sum(x ** 2, -1) / self.prior_std ** 2
                 - d * (math.log(self.prior_std) + 0.5 * math.log(2 * math.pi)))
 
+    def model_time(self, t):
+        """The time a trained network is called with at SDE time ``t``: ``t`` itself for the
+        continuous SDEs (a :class:`DiscreteVPSDE` gives its timestep index)."""
+        return t
+
     def pf_ode_drift(self, x, t, score_value):
         """Probability-flow ODE velocity dx/dt = f(t) x - g(t)^2 / 2 * score (Song et al. eq. 13)."""
         return self.drift_coef(t) * x - 0.5 * self.g2(t) * score_value
@@ -97,8 +112,34 @@ def _linear_t_of_log_alpha(log_alpha, b0, b1):
     return 2.0 * big_l / (jnp.sqrt(b0 ** 2 + 2.0 * (b1 - b0) * big_l) + b0)
 
 
+class _VariancePreserving(SDE):
+    """sigma_t = sqrt(1 - alpha_t^2), g^2 = beta = -2 d log alpha_t / dt (Song et al. 2021,
+    eq. 11); subclasses define ``log_alpha``, ``dlog_alpha`` and ``_t_of_log_alpha``."""
+
+    variance_preserving = True
+
+    def beta(self, t):
+        """beta(t) = -2 d log alpha_t / dt."""
+        return -2.0 * self.dlog_alpha(t)
+
+    def sigma(self, t):
+        return jnp.sqrt(-jnp.expm1(2.0 * self.log_alpha(t)))
+
+    def log_snr(self, t):
+        # lambda = log alpha - 0.5 log(1 - alpha^2), written to keep precision at small t
+        la = self.log_alpha(t)
+        return la - 0.5 * jnp.log(-jnp.expm1(2.0 * la))
+
+    def g2(self, t):
+        return self.beta(t)
+
+    def t_of_log_snr(self, lam):
+        """Inverse of lambda_t: alpha^2 = sigmoid(2 lambda), then t from log alpha_t."""
+        return self._t_of_log_alpha(-0.5 * _softplus(-2.0 * lam))
+
+
 @dataclasses.dataclass(frozen=True)
-class VPSDE(SDE):
+class VPSDE(_VariancePreserving):
     """Variance-preserving SDE (DDPM's continuous limit; Song et al. 2021 eq. 11 and App. B).
 
     ``schedule="linear"``: beta(t) = beta_min + t (beta_max - beta_min),
@@ -141,25 +182,9 @@ class VPSDE(SDE):
             return -0.5 * (self.beta_min + t * (self.beta_max - self.beta_min))
         return -jnp.tan(self._cos_arg(t)) * (math.pi / 2) / (1 + self.cosine_s)
 
-    def beta(self, t):
-        """beta(t) = -2 d log alpha_t / dt."""
-        return -2.0 * self.dlog_alpha(t)
-
-    def sigma(self, t):
-        return jnp.sqrt(-jnp.expm1(2.0 * self.log_alpha(t)))
-
-    def log_snr(self, t):
-        # lambda = log alpha - 0.5 log(1 - alpha^2), written to keep precision at small t
-        la = self.log_alpha(t)
-        return la - 0.5 * jnp.log(-jnp.expm1(2.0 * la))
-
-    def g2(self, t):
-        return self.beta(t)
-
-    def t_of_log_snr(self, lam):
-        """Inverse of lambda_t: alpha^2 = sigmoid(2 lambda), then solve log alpha_t for t
-        (closed form for both schedules; the linear one as in DPM-Solver's code)."""
-        log_alpha = -0.5 * _softplus(-2.0 * lam)
+    def _t_of_log_alpha(self, log_alpha):
+        """t from log alpha_t in closed form for both schedules (the linear one as in
+        DPM-Solver's code)."""
         if self.schedule == "linear":
             return _linear_t_of_log_alpha(log_alpha, self.beta_min, self.beta_max)
         c0 = math.log(math.cos(self._cos_arg(0.0)))
@@ -249,3 +274,133 @@ class VESDE(SDE):
 
     def t_of_log_snr(self, lam):
         return (-lam - math.log(self.sigma_min)) / math.log(self.sigma_max / self.sigma_min)
+
+
+SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+# (beta_start, beta_end) of the named schedules: DDPM's (Ho et al. 2020, Sec. 4) and Stable
+# Diffusion's (Rombach et al. 2022) for "scaled_linear"
+_BETA_RANGE = {"linear": (1e-4, 0.02), "scaled_linear": (0.00085, 0.012)}
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class DiscreteVPSDE(_VariancePreserving):
+    """The variance-preserving SDE of a discrete-time checkpoint (DDPM, Ho et al. 2020, eq. 4:
+    x_n | x_0 ~ N(sqrt(abar_n) x_0, (1 - abar_n) I), n = 0 .. N-1), made continuous as in
+    DPM-Solver (Lu et al. 2022, arXiv 2206.00927, App. D.2): timestep n sits at time
+    t_n = (n + 1) / N, and log alpha_t is piecewise linear in t through the points
+    (t_n, log sqrt(abar_n)). So alpha_{t_n}^2 = abar_n exactly, f = d log alpha_t / dt is
+    constant between the points and g^2 = -2 f. A :class:`diffusion.Network` is called with
+    the timestep index ``model_time(t) = N t - 1`` (n at t_n, continuous in between).
+
+    ``alphas_cumprod``: the checkpoint's abar_0 > ... > abar_{N-1} in (0, 1) (stored as a
+    tuple of floats). Times run over [1/N, 1]: ``t_min`` defaults to 1/N (timestep 0),
+    ``t_max`` to 1 (timestep N-1). Build one from betas with :meth:`from_betas` or from a
+    named schedule with :meth:`from_schedule`. Prior N(0, I).
+    """
+
+    alphas_cumprod: tuple
+    t_min: float = None
+    t_max: float = 1.0
+
+    def __post_init__(self):
+        try:
+            abar = np.asarray(self.alphas_cumprod, dtype=np.float64)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"alphas_cumprod must be a 1-d array of floats, got "
+                            f"{type(self.alphas_cumprod).__name__}") from err
+        if abar.ndim != 1 or abar.shape[0] < 2:
+            raise ValueError(f"alphas_cumprod must be a 1-d array of length >= 2, got shape "
+                             f"{abar.shape}")
+        if not np.all((abar > 0) & (abar < 1)) or not np.all(np.diff(abar) < 0):
+            raise ValueError("alphas_cumprod must be strictly decreasing with values in (0, 1), "
+                             f"got values from {abar.min()!r} to {abar.max()!r}")
+        object.__setattr__(self, "alphas_cumprod", tuple(abar.tolist()))
+        n = abar.shape[0]
+        if self.t_min is None:
+            object.__setattr__(self, "t_min", 1.0 / n)
+        if not 1.0 / n <= self.t_min < self.t_max <= 1.0:
+            raise ValueError(f"t_min and t_max must satisfy 1/N = {1.0 / n!r} <= t_min < t_max "
+                             f"<= 1, got t_min={self.t_min!r}, t_max={self.t_max!r}")
+
+    def __repr__(self):
+        return (f"DiscreteVPSDE(N={self.num_timesteps}, alphas_cumprod[0]="
+                f"{self.alphas_cumprod[0]:.6g}, alphas_cumprod[-1]={self.alphas_cumprod[-1]:.6g}, "
+                f"t_min={self.t_min!r}, t_max={self.t_max!r})")
+
+    @classmethod
+    def from_betas(cls, betas, **kwargs) -> "DiscreteVPSDE":
+        """abar_n = prod_{m <= n} (1 - beta_m) (Ho et al. 2020, Sec. 2) for betas in (0, 1);
+        ``kwargs`` (``t_min``, ``t_max``) go to the constructor."""
+        betas = np.asarray(betas, dtype=np.float64)
+        if betas.ndim != 1 or not np.all((betas > 0) & (betas < 1)):
+            raise ValueError(f"betas must be a 1-d array of values in (0, 1), got shape "
+                             f"{betas.shape} with values from {betas.min()!r} to {betas.max()!r}")
+        return cls(np.cumprod(1.0 - betas), **kwargs)
+
+    @classmethod
+    def from_schedule(cls, name: str, num_timesteps: int = 1000, *, beta_start=None,
+                      beta_end=None, **kwargs) -> "DiscreteVPSDE":
+        """A named training schedule over ``num_timesteps`` steps, as diffusers names them:
+
+        * ``"linear"``: betas evenly spaced from ``beta_start`` to ``beta_end`` (default
+          1e-4 to 0.02, DDPM; Ho et al. 2020, Sec. 4);
+        * ``"scaled_linear"``: betas = (evenly spaced from sqrt(beta_start) to
+          sqrt(beta_end))^2 (default 0.00085 to 0.012, Stable Diffusion's; pass a config's
+          own values explicitly);
+        * ``"squaredcos_cap_v2"``: beta_n = min(1 - abar(t_{n+1}) / abar(t_n), 0.999) with
+          abar(t) = cos^2((t + 0.008) / 1.008 pi/2) and t_n = n / N (Nichol & Dhariwal 2021,
+          eq. 17 and the clipping below it); takes no beta range.
+        """
+        if name not in SCHEDULES:
+            raise ValueError(f"name must be one of {', '.join(SCHEDULES)}; got {name!r}")
+        if isinstance(num_timesteps, bool) or not isinstance(num_timesteps, (int, np.integer)) \
+                or num_timesteps < 2:
+            raise ValueError(f"num_timesteps must be an integer >= 2, got {num_timesteps!r}")
+        if name == "squaredcos_cap_v2":
+            if beta_start is not None or beta_end is not None:
+                raise ValueError("beta_start and beta_end do not apply to the "
+                                 f"'squaredcos_cap_v2' schedule, got beta_start={beta_start!r}, "
+                                 f"beta_end={beta_end!r}")
+            abar = np.cos((np.arange(num_timesteps + 1) / num_timesteps + 0.008) / 1.008
+                          * math.pi / 2) ** 2
+            return cls.from_betas(np.minimum(1.0 - abar[1:] / abar[:-1], 0.999), **kwargs)
+        lo, hi = _BETA_RANGE[name]
+        lo = lo if beta_start is None else float(beta_start)
+        hi = hi if beta_end is None else float(beta_end)
+        if name == "linear":
+            return cls.from_betas(np.linspace(lo, hi, num_timesteps), **kwargs)
+        return cls.from_betas(np.linspace(math.sqrt(lo), math.sqrt(hi), num_timesteps) ** 2,
+                              **kwargs)
+
+    @property
+    def num_timesteps(self) -> int:
+        """N, the number of training timesteps."""
+        return len(self.alphas_cumprod)
+
+    def _knots(self):
+        """Times t_n = (n + 1)/N and log alpha_{t_n} = log(abar_n)/2 (float64 numpy)."""
+        n = self.num_timesteps
+        return np.arange(1, n + 1) / n, 0.5 * np.log(np.asarray(self.alphas_cumprod))
+
+    def log_alpha(self, t):
+        ts, la = self._knots()
+        t = _as_float(t)
+        return jnp.interp(t, ts.astype(t.dtype), la.astype(t.dtype))
+
+    def dlog_alpha(self, t):
+        ts, la = self._knots()
+        t = _as_float(t)
+        slopes = jnp.asarray(np.diff(la) / np.diff(ts), t.dtype)
+        i = jnp.clip(jnp.searchsorted(jnp.asarray(ts, t.dtype), t, side="right") - 1,
+                     0, slopes.shape[0] - 1)
+        return slopes[i]
+
+    def _t_of_log_alpha(self, log_alpha):
+        ts, la = self._knots()
+        log_alpha = _as_float(log_alpha)
+        return jnp.interp(log_alpha, la[::-1].astype(log_alpha.dtype),
+                          ts[::-1].astype(log_alpha.dtype))
+
+    def model_time(self, t):
+        """The timestep index N t - 1 (n at t_n = (n + 1)/N; DPM-Solver's discrete input)."""
+        return self.num_timesteps * t - 1.0
