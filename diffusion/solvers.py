@@ -1,8 +1,13 @@
 """Probability-flow ODE and reverse-SDE samplers, time grids, the exact Gaussian flow map and
 analytical teleportation.
 
-Conventions. A score is ``score(x, t)`` for one point ``x`` of shape (d,) and a scalar ``t``;
-positions are batches of shape (n, d). Integration runs from ``t_max`` down to ``t_min``
+Conventions. Positions are batches of shape (n, *shape) (shape (d,) for vectors, (8, 8, 1) for
+small images). The model is a :class:`diffusion.Network` (a trained, batched network
+``apply_fn(params, x, t, cond)``, with its ``params``, ``cond`` and ``guidance_scale`` passed
+as traced arguments of the compiled solver, so new values do not recompile) or a per-point
+``score(x, t)`` for one point ``x`` of shape ``shape`` and a scalar ``t`` (vmapped over the
+batch, called at the SDE's time t). Every solver sees one batched noise prediction
+eps(x, t) = -sigma_t score(x, t) (:func:`diffusion.networks.eps_function`). Integration runs from ``t_max`` down to ``t_min``
 over ``num_steps`` grid intervals; ``num_steps`` counts steps, not score evaluations: the
 number of function evaluations is ``nfe(solver, num_steps)`` (Heun 2, RK4 4, DPM-Solver-2 2,
 DPM-Solver-3 3 per step, the others 1). Note that the reference DPM-Solver code uses
@@ -28,7 +33,8 @@ import numpy as np
 
 from samplers.base import as_float, check_finite_rows
 
-from .sde import SDE, VESDE, VPSDE
+from .networks import Network, check_conditions, eps_function
+from .sde import SDE, VESDE, VPSDE, DiscreteVPSDE
 from .scores import gaussian_data
 
 __all__ = ["ODE_SOLVERS", "SDE_SOLVERS", "SOLVERS", "TIME_GRIDS", "nfe", "time_grid",
@@ -73,7 +79,8 @@ def _check_solver(solver, valid):
 
 def _check_sde(sde):
     if not isinstance(sde, SDE):
-        raise TypeError(f"sde must be a diffusion SDE (VPSDE, SubVPSDE, VESDE), got {sde!r}")
+        raise TypeError(f"sde must be a diffusion SDE (VPSDE, SubVPSDE, VESDE, DiscreteVPSDE), "
+                        f"got {sde!r}")
 
 
 def _check_num_steps(num_steps):
@@ -98,44 +105,66 @@ def _check_times(sde, t_min, t_max):
         raise ValueError(f"t_min must be >= 0, got t_min={t_min!r}")
     if isinstance(sde, VPSDE) and sde.schedule == "cosine" and t_max >= 1.0:
         raise ValueError(f"t_max must be < 1 for the cosine schedule, got t_max={t_max!r}")
+    if isinstance(sde, DiscreteVPSDE) and not 1.0 / sde.num_timesteps <= t_min < t_max <= 1.0:
+        raise ValueError(f"t_min and t_max must lie in [1/N, 1] = [{1.0 / sde.num_timesteps!r}, "
+                         f"1] for a DiscreteVPSDE (timesteps 0 .. N-1), got t_min={t_min!r}, "
+                         f"t_max={t_max!r}")
     return t_min, t_max
 
 
-def check_score(score: Callable, dim: int, dtype=jnp.float32) -> None:
-    """Raise TypeError unless ``score(x, t)`` maps one point (dim,) and a scalar t to (dim,)
-    (checked on shapes only, with ``jax.eval_shape``)."""
+def check_score(score: Callable, dim, dtype=jnp.float32) -> None:
+    """Raise TypeError unless ``score(x, t)`` maps one point and a scalar t to an array of
+    the point's shape (checked on shapes only, with ``jax.eval_shape``). ``dim``: the
+    point's dimension d, or its event shape (a tuple, e.g. (8, 8, 1))."""
     if not callable(score):
         raise TypeError(f"score must be a callable score(x, t), got {score!r}")
+    shape = (dim,) if isinstance(dim, (int, np.integer)) else tuple(dim)
     try:
-        out = jax.eval_shape(score, jax.ShapeDtypeStruct((dim,), dtype),
+        out = jax.eval_shape(score, jax.ShapeDtypeStruct(shape, dtype),
                              jax.ShapeDtypeStruct((), dtype))
     except Exception as err:  # noqa: BLE001 - re-raised with context
-        raise TypeError(f"score(x, t) failed on x of shape ({dim},) and scalar t: {err}") from err
-    shape = getattr(out, "shape", None)
-    if shape != (dim,):
-        raise TypeError(f"score must return an array of shape ({dim},) for x of shape ({dim},) "
-                        f"(one point; the solvers vmap over points), got {shape}")
+        raise TypeError(f"score(x, t) failed on x of shape {shape} and scalar t: {err}") from err
+    got = getattr(out, "shape", None)
+    if got != shape:
+        raise TypeError(f"score must return an array of shape {shape} for x of shape {shape} "
+                        f"(one point; the solvers vmap over points), got {got}")
 
 
-def _check_positions(name, x):
-    """A batch (n, d): integer/bool entries converted to the default float dtype; a concrete
-    batch with a NaN or infinite row is refused (ValueError naming the rows), since the
-    solvers would carry it to a NaN result silently."""
+def _check_positions(name, x, flat=True):
+    """A batch (n, d) (``flat``) or (n, *shape): integer/bool entries converted to the
+    default float dtype; a concrete batch with a NaN or infinite row is refused (ValueError
+    naming the rows), since the solvers would carry it to a NaN result silently."""
     x = as_float(jnp.asarray(x))
-    if x.ndim != 2:
-        raise ValueError(f"{name} must have shape (num_points, d), got shape {x.shape}")
+    if x.ndim != 2 if flat else x.ndim < 2:
+        expected = "(num_points, d)" + ("" if flat else " or (num_points, *shape)")
+        raise ValueError(f"{name} must have shape {expected}, got shape {x.shape}")
     check_finite_rows(name, x)
     return x
 
 
-def _check_dim(dim):
-    """``dim`` of :func:`sample`: a positive int (one event axis; image shapes not yet)."""
-    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
-        raise TypeError(f"dim must be an int d (samples have shape (num_samples, d)); "
-                        f"image-shaped events are not supported yet, got dim={dim!r}")
-    if dim < 1:
-        raise ValueError(f"dim must be an integer >= 1, got dim={dim!r}")
-    return int(dim)
+def _event_shape(dim, shape, model):
+    """The event shape of :func:`sample`: ``shape`` (a tuple of positive ints), or ``dim``
+    (an int d, for shape (d,)), or the exact score's ``dim``."""
+    if dim is not None and shape is not None:
+        raise ValueError(f"give dim or shape, not both; got dim={dim!r}, shape={shape!r}")
+    if shape is None:
+        dim = getattr(model, "dim", None) if dim is None else dim
+        if dim is None:
+            raise ValueError("dim must be given (or shape=, the event shape): the model does "
+                             "not carry its dimension")
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
+            raise TypeError(f"dim must be an int d (samples of shape (num_samples, d)); for "
+                            f"image-shaped events pass shape=, got dim={dim!r}")
+        if dim < 1:
+            raise ValueError(f"dim must be an integer >= 1, got dim={dim!r}")
+        return (int(dim),)
+    if not isinstance(shape, (tuple, list)) or not all(
+            isinstance(k, (int, np.integer)) and not isinstance(k, bool) for k in shape):
+        raise TypeError(f"shape must be a tuple of ints (the event shape, e.g. (8, 8, 1)), got "
+                        f"shape={shape!r}")
+    if not shape or min(shape) < 1:
+        raise ValueError(f"shape must be a non-empty tuple of integers >= 1, got shape={shape!r}")
+    return tuple(int(k) for k in shape)
 
 
 def _resolve_grid(solver, time_grid):
@@ -191,15 +220,19 @@ def time_grid(sde, num_steps: int, kind: str = "uniform", *, t_min=None, t_max=N
 
 class _Ctx(NamedTuple):
     sde: object
-    score: Callable  # batched: (n, d), scalar -> (n, d)
+    eps: Callable  # batched noise prediction: (n, *shape), scalar t -> (n, *shape)
 
 
 def _eps(c, x, t):
-    return -c.sde.sigma(t) * c.score(x, t)
+    return c.eps(x, t)
+
+
+def _score(c, x, t):
+    return -c.eps(x, t) / c.sde.sigma(t)
 
 
 def _vel(c, x, t):
-    return c.sde.pf_ode_drift(x, t, c.score(x, t))
+    return c.sde.pf_ode_drift(x, t, _score(c, x, t))
 
 
 def _euler(c, x, s, t, carry, first, key):
@@ -304,7 +337,7 @@ def _euler_maruyama(c, x, s, t, carry, first, key):
     """Euler-Maruyama on the reverse SDE dx = [f x - g^2 score] dt + g dW (Song et al. eq. 6)."""
     sde = c.sde
     dt = s - t
-    drift = sde.drift_coef(s) * x - sde.g2(s) * c.score(x, s)
+    drift = sde.drift_coef(s) * x - sde.g2(s) * _score(c, x, s)
     noise = jax.random.normal(key, x.shape, x.dtype)
     return x - dt * drift + jnp.sqrt(sde.g2(s) * dt) * noise, carry
 
@@ -316,7 +349,7 @@ def _ddpm(c, x, s, t, carry, first, key):
     a_s, a_t, sig_s, sig_t = sde.alpha(s), sde.alpha(t), sde.sigma(s), sde.sigma(t)
     a_ts = a_s / a_t
     var_ts = sig_s ** 2 - a_ts ** 2 * sig_t ** 2
-    x0 = (x + sig_s ** 2 * c.score(x, s)) / a_s
+    x0 = (x + sig_s ** 2 * _score(c, x, s)) / a_s
     mean = a_ts * sig_t ** 2 / sig_s ** 2 * x + a_t * var_ts / sig_s ** 2 * x0
     std = jnp.sqrt(jnp.maximum(var_ts, 0.0)) * sig_t / sig_s
     return mean + std * jax.random.normal(key, x.shape, x.dtype), carry
@@ -331,7 +364,7 @@ def _li_sde(c, x, s, t, carry, first, key):
     k1, k2 = jax.random.split(key)
     std = jnp.sqrt(0.5 * (1.0 - a))
     y = x + std * jax.random.normal(k1, x.shape, x.dtype)
-    y = (y + (1.0 - a) * c.score(y, s)) / jnp.sqrt(a)
+    y = (y + (1.0 - a) * _score(c, y, s)) / jnp.sqrt(a)
     return y + std * jax.random.normal(k2, x.shape, x.dtype), carry
 
 
@@ -339,13 +372,17 @@ def _pc(c, x, s, t, carry, first, key):
     """Predictor-corrector (Song et al. 2021, Algorithm 5 for VP, 4 for VE): a DDPM ancestral
     predictor step s -> t, then one Langevin corrector step at t,
     x <- x + e score(x, t) + sqrt(2 e) z with e = 2 a (snr |z| / |score|)^2, norms averaged
-    over the batch as in the authors' code, a = alpha_s^2 / alpha_t^2 (the discrete alpha_i;
-    1 for VE) and snr = PC_SNR = 0.16."""
+    over the batch as in the authors' code (each point's norm over all its event axes),
+    a = alpha_s^2 / alpha_t^2 (the discrete alpha_i; 1 for VE) and snr = PC_SNR = 0.16."""
     k_pred, k_corr = jax.random.split(key)
     x, carry = _ddpm(c, x, s, t, carry, first, k_pred)
-    g = c.score(x, t)
+    g = _score(c, x, t)
     z = jax.random.normal(k_corr, x.shape, x.dtype)
-    ratio = (jnp.mean(jnp.linalg.norm(z, axis=-1)) / jnp.mean(jnp.linalg.norm(g, axis=-1))) ** 2
+
+    def mean_norm(a):
+        return jnp.mean(jnp.linalg.norm(a.reshape(a.shape[0], -1), axis=-1))
+
+    ratio = (mean_norm(z) / mean_norm(g)) ** 2
     e = 2.0 * (c.sde.alpha(s) / c.sde.alpha(t)) ** 2 * PC_SNR ** 2 * ratio
     return x + e * g + jnp.sqrt(2.0 * e) * z, carry
 
@@ -364,11 +401,20 @@ def _init_carry(solver, x):
     return ()
 
 
-@functools.partial(jax.jit, static_argnames=("sde", "score", "solver", "grid"))
-def _integrate(x, key, ts, t_max, t_min, num_steps, *, sde, score, solver, grid):
+def _model_eps(sde, model, params, cond, null_cond, guidance_scale):
+    """The batched eps(x, t) of a :class:`Network` or of a per-point score(x, t)."""
+    if isinstance(model, Network):
+        return eps_function(sde, model, params, cond, null_cond, guidance_scale)
+    score = jax.vmap(model, (0, None))
+    return lambda x, t: -sde.sigma(t) * score(x, t)
+
+
+@functools.partial(jax.jit, static_argnames=("sde", "model", "solver", "grid"))
+def _integrate(x, key, ts, t_max, t_min, num_steps, params, cond, null_cond, guidance_scale, *,
+               sde, model, solver, grid):
     dtype = x.dtype
     t_max, t_min = jnp.asarray(t_max, dtype), jnp.asarray(t_min, dtype)
-    ctx = _Ctx(sde, jax.vmap(score, (0, None)))
+    ctx = _Ctx(sde, _model_eps(sde, model, params, cond, null_cond, guidance_scale))
     step = _STEPS[solver]
 
     def body(i, state):
@@ -381,32 +427,58 @@ def _integrate(x, key, ts, t_max, t_min, num_steps, *, sde, score, solver, grid)
     return jax.lax.fori_loop(0, num_steps, body, (x, _init_carry(solver, x)))[0]
 
 
-def _run(x_T, key, sde, score, solver, num_steps, time_grid, t_min, t_max, valid):
+class _Plan(NamedTuple):
+    """Validated static and traced arguments shared by :func:`solve_ode`,
+    :func:`solve_sde` and :func:`sample`."""
+
+    grid: str
+    ts: jax.Array
+    num_steps: jax.Array
+    t_min: float
+    t_max: float
+    guidance_scale: Optional[jax.Array]
+
+
+def _plan(sde, model, solver, valid, num_steps, time_grid, t_min, t_max, shape, dtype, params,
+          cond, null_cond, guidance_scale):
+    """Validate everything but the positions; ``shape`` is (n, *event_shape)."""
     _check_sde(sde)
     _check_solver(solver, valid)
     grid, ts = _resolve_grid(solver, time_grid)
-    x_T = _check_positions("x_T", x_T)
     if grid == "custom":
         num_steps = ts.shape[0] - 1
         t_min, t_max = _check_times(sde, ts[-1], ts[0])
-        ts = jnp.asarray(ts, x_T.dtype)
     else:
         _check_num_steps(num_steps)
         t_min, t_max = _check_times(sde, t_min, t_max)
-        ts = jnp.zeros((0,), x_T.dtype)
-    if solver == "li_accelerated_sde" and not isinstance(sde, VPSDE):
-        raise ValueError(f"solver {solver!r} is defined for VPSDE only, got {type(sde).__name__}")
-    check_score(score, x_T.shape[1], x_T.dtype)
-    return _integrate(x_T, key, ts, t_max, t_min, jnp.asarray(num_steps, jnp.int32),
-                      sde=sde, score=score, solver=solver, grid=grid)
+    if solver == "li_accelerated_sde" and not sde.variance_preserving:
+        raise ValueError(f"solver {solver!r} is defined for DiscreteVPSDE and VPSDE only, got "
+                         f"{type(sde).__name__}")
+    w = check_conditions(model, shape[0], params, cond, null_cond, guidance_scale)
+    if not isinstance(model, Network):
+        check_score(model, shape[1:], dtype)
+    ts = jnp.zeros((0,), dtype) if ts is None else jnp.asarray(ts, dtype)
+    return _Plan(grid, ts, jnp.asarray(num_steps, jnp.int32), t_min, t_max,
+                 None if w is None else w.astype(dtype))
+
+
+def _run(x_T, key, sde, model, solver, num_steps, time_grid, t_min, t_max, valid, params, cond,
+         null_cond, guidance_scale):
+    x_T = _check_positions("x_T", x_T, flat=False)
+    p = _plan(sde, model, solver, valid, num_steps, time_grid, t_min, t_max, x_T.shape,
+              x_T.dtype, params, cond, null_cond, guidance_scale)
+    return _integrate(x_T, key, p.ts, p.t_max, p.t_min, p.num_steps, params, cond, null_cond,
+                      p.guidance_scale, sde=sde, model=model, solver=solver, grid=p.grid)
 
 
 def solve_ode(x_T, sde, score, *, solver: str = "dpm_solver_2", num_steps: int = 20,
-              time_grid=None, t_min: Optional[float] = None, t_max: Optional[float] = None):
+              time_grid=None, t_min: Optional[float] = None, t_max: Optional[float] = None,
+              params=None, cond=None, null_cond=None, guidance_scale=None):
     """Integrate the probability-flow ODE (Song et al. 2021, eq. 13) from ``t_max`` down to
-    ``t_min`` (early stopping; defaults: the SDE's) for a batch ``x_T`` of shape (n, d).
+    ``t_min`` (early stopping; defaults: the SDE's) for a batch ``x_T`` of shape (n, *shape).
 
     Args:
+      score: the model: a :class:`diffusion.Network` or a per-point ``score(x, t)``.
       solver: one of ``ODE_SOLVERS``: "euler", "heun", "rk4" (Runge-Kutta in t; orders 1, 2, 4),
         "ddim" (= "dpm_solver_1"), "dpm_solver_2", "dpm_solver_3" (Lu et al. 2022; orders 1-3
         in the log-SNR step), "dpm_solver_pp_2m" (Lu et al. 2022b; order 2, 1 NFE/step),
@@ -415,62 +487,59 @@ def solve_ode(x_T, sde, score, *, solver: str = "dpm_solver_2", num_steps: int =
       time_grid: "uniform", "logsnr", "karras", or an array of strictly decreasing times
         (then ``num_steps``, ``t_min``, ``t_max`` come from it). Default: "logsnr" for the
         exponential integrators (they reach their order only there), "uniform" otherwise.
-    Returns the (n, d) positions at ``t_min``.
+      params, cond, null_cond, guidance_scale: a Network's parameters (any pytree), batch of
+        conditions (one row per point), unconditional condition (one row, broadcast) and
+        classifier-free guidance weight w (pred(null) + w (pred(cond) - pred(null)); Ho &
+        Salimans 2022, in diffusers' convention); traced, so new values do not recompile.
+        See :mod:`diffusion.networks`.
+    Returns the (n, *shape) positions at ``t_min``.
     """
     return _run(x_T, jax.random.key(0), sde, score, solver, num_steps, time_grid, t_min, t_max,
-                ODE_SOLVERS)
+                ODE_SOLVERS, params, cond, null_cond, guidance_scale)
 
 
 def solve_sde(key, x_T, sde, score, *, solver: str = "ddpm", num_steps: int = 100,
-              time_grid=None, t_min=None, t_max=None):
-    """Reverse-SDE sampling (Song et al. 2021, eq. 6) from ``x_T`` (n, d) at ``t_max`` to
-    ``t_min``: "euler_maruyama", "ddpm" (ancestral; Ho et al. 2020), "li_accelerated_sde"
-    (Li et al. 2024, VPSDE only) or "pc" (DDPM predictor + Langevin corrector, 2 NFE per
-    step; Song et al. 2021). Step i uses the key ``fold_in(key, i)``."""
-    return _run(x_T, key, sde, score, solver, num_steps, time_grid, t_min, t_max, SDE_SOLVERS)
+              time_grid=None, t_min=None, t_max=None, params=None, cond=None, null_cond=None,
+              guidance_scale=None):
+    """Reverse-SDE sampling (Song et al. 2021, eq. 6) from ``x_T`` (n, *shape) at ``t_max``
+    to ``t_min``: "euler_maruyama", "ddpm" (ancestral; Ho et al. 2020), "li_accelerated_sde"
+    (Li et al. 2024; VPSDE and DiscreteVPSDE only) or "pc" (DDPM predictor + Langevin
+    corrector, 2 NFE per step; Song et al. 2021). Step i uses the key ``fold_in(key, i)``.
+    The model and ``params``, ``cond``, ``null_cond``, ``guidance_scale`` as in
+    :func:`solve_ode`."""
+    return _run(x_T, key, sde, score, solver, num_steps, time_grid, t_min, t_max, SDE_SOLVERS,
+                params, cond, null_cond, guidance_scale)
 
 
 def sample(key, sde, score, num_samples: int, *, solver: str = "dpm_solver_2",
-           num_steps: int = 20, time_grid=None, t_min=None, t_max=None, dim=None,
-           dtype=None):
+           num_steps: int = 20, time_grid=None, t_min=None, t_max=None, dim=None, shape=None,
+           dtype=None, params=None, cond=None, null_cond=None, guidance_scale=None):
     """Draw ``num_samples`` points: x_T from the SDE's prior, then :func:`solve_ode` (ODE
-    solvers) or :func:`solve_sde` (SDE solvers). ``dim`` (an int d) defaults to ``score.dim``
-    (set by the exact scores); image-shaped events (a tuple) are not supported yet.
-    Returns (num_samples, dim)."""
-    _check_sde(sde)
-    _check_solver(solver, SOLVERS)
+    solvers) or :func:`solve_sde` (SDE solvers). The event shape is ``shape`` (a tuple, e.g.
+    (8, 8, 1)) or ``dim`` (an int d, for shape (d,)); by default the exact scores'
+    ``score.dim``. The model and ``params``, ``cond`` (one row per sample), ``null_cond``,
+    ``guidance_scale`` as in :func:`solve_ode`. Returns (num_samples, *shape)."""
     if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) \
             or num_samples < 1:
         raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}")
-    dim = getattr(score, "dim", None) if dim is None else dim
-    if dim is None:
-        raise ValueError("dim must be given (the score does not carry its dimension)")
-    dim = _check_dim(dim)
     dtype = jnp.dtype(dtype or jnp.zeros(()).dtype)
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"dtype must be a floating dtype (float32, float64, ...), got {dtype}")
-    grid, ts = _resolve_grid(solver, time_grid)
-    if grid == "custom":
-        num_steps = ts.shape[0] - 1
-        t_min, t_max = _check_times(sde, ts[-1], ts[0])
-    else:
-        _check_num_steps(num_steps)
-        t_min, t_max = _check_times(sde, t_min, t_max)
-    if solver == "li_accelerated_sde" and not isinstance(sde, VPSDE):
-        raise ValueError(f"solver {solver!r} is defined for VPSDE only, got {type(sde).__name__}")
-    check_score(score, int(dim), dtype)
-    ts = jnp.zeros((0,), dtype) if ts is None else jnp.asarray(ts, dtype)
-    return _sample(key, ts, t_max, t_min, jnp.asarray(num_steps, jnp.int32), sde=sde,
-                   score=score, solver=solver, grid=grid, shape=(int(num_samples), int(dim)),
-                   dtype=dtype)
+    shape = (int(num_samples),) + _event_shape(dim, shape, score)
+    p = _plan(sde, score, solver, SOLVERS, num_steps, time_grid, t_min, t_max, shape, dtype,
+              params, cond, null_cond, guidance_scale)
+    return _sample(key, p.ts, p.t_max, p.t_min, p.num_steps, params, cond, null_cond,
+                   p.guidance_scale, sde=sde, model=score, solver=solver, grid=p.grid,
+                   shape=shape, dtype=dtype)
 
 
-@functools.partial(jax.jit, static_argnames=("sde", "score", "solver", "grid", "shape", "dtype"))
-def _sample(key, ts, t_max, t_min, num_steps, *, sde, score, solver, grid, shape, dtype):
+@functools.partial(jax.jit, static_argnames=("sde", "model", "solver", "grid", "shape", "dtype"))
+def _sample(key, ts, t_max, t_min, num_steps, params, cond, null_cond, guidance_scale, *, sde,
+            model, solver, grid, shape, dtype):
     k_prior, k_sde = jax.random.split(key)
     x_T = sde.prior_sample(k_prior, shape, dtype)
-    return _integrate(x_T, k_sde, ts, t_max, t_min, num_steps, sde=sde, score=score,
-                      solver=solver, grid=grid)
+    return _integrate(x_T, k_sde, ts, t_max, t_min, num_steps, params, cond, null_cond,
+                      guidance_scale, sde=sde, model=model, solver=solver, grid=grid)
 
 
 # ------------------------------------------------------------- exact flow and teleportation

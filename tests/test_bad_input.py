@@ -8,7 +8,7 @@ One test per case that used to give a raw JAX error or silent garbage:
   the default float dtype where they enter (``init``); the run equals the float run;
 * a log-density that returns a vector (SVGD, also under ``samplers.run``): TypeError;
 * a NaN row in ``x_T`` (diffusion): ValueError naming ``x_T`` and the rows;
-* ``diffusion.sample(dim=(4, 4))``: TypeError naming ``dim``;
+* ``diffusion.sample(dim=(4, 4))``: TypeError naming ``dim`` and pointing to ``shape=``;
 * FB-GVI with a step that is too large: NonFiniteError (or, flagged, a Gaussian that refuses
   to be exported to ArviZ), and the default ``step_size=None`` on a 10-group hierarchical
   logistic regression, where the documented step 0.05 diverged at step 3.
@@ -141,8 +141,8 @@ def test_integer_x_t_is_converted_to_float():
 
 
 def test_sample_with_an_image_shaped_dim_is_a_type_error_naming_dim():
-    with pytest.raises(TypeError, match=r"dim must be an int .*image-shaped events are not "
-                                        r"supported yet, got dim=\(4, 4\)"):
+    with pytest.raises(TypeError, match=r"dim must be an int .*for image-shaped events pass "
+                                        r"shape=, got dim=\(4, 4\)"):
         diffusion.sample(KEY, SDE, SCORE, 4, dim=(4, 4))
     with pytest.raises(ValueError, match=r"dim must be an integer >= 1"):
         diffusion.sample(KEY, SDE, SCORE, 4, dim=0)
