@@ -11,7 +11,7 @@ sigma_t eps (any linear SDE; :func:`eps_function`):
 
 * ``"eps"`` (Ho et al. 2020, eq. 11): eps;
 * ``"x0"`` (data prediction, a denoiser): eps = (x - alpha_t x0) / sigma_t;
-* ``"v"`` (Salimans & Ho 2022, "Progressive Distillation", Sec. 4 and App. D):
+* ``"v"`` (Salimans & Ho 2022, "Progressive Distillation", Sec. 4):
   v = alpha_t eps - sigma_t x0, so eps = (sigma_t x + alpha_t v) / (alpha_t^2 + sigma_t^2)
   (= sigma_t x + alpha_t v for VP);
 * ``"score"``: eps = -sigma_t score;

@@ -286,7 +286,7 @@ _BETA_RANGE = {"linear": (1e-4, 0.02), "scaled_linear": (0.00085, 0.012)}
 class DiscreteVPSDE(_VariancePreserving):
     """The variance-preserving SDE of a discrete-time checkpoint (DDPM, Ho et al. 2020, eq. 4:
     x_n | x_0 ~ N(sqrt(abar_n) x_0, (1 - abar_n) I), n = 0 .. N-1), made continuous as in
-    DPM-Solver (Lu et al. 2022, arXiv 2206.00927, App. D.2): timestep n sits at time
+    DPM-Solver (Lu et al. 2022, arXiv 2206.00927, appendix on discrete-time DPMs): step n at
     t_n = (n + 1) / N, and log alpha_t is piecewise linear in t through the points
     (t_n, log sqrt(abar_n)). So alpha_{t_n}^2 = abar_n exactly, f = d log alpha_t / dt is
     constant between the points and g^2 = -2 f. A :class:`diffusion.Network` is called with
