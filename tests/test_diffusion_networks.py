@@ -134,6 +134,30 @@ def test_image_shaped_gaussian_moments_for_every_ode_solver(solver):
     check_moments(x, *marginal(vp_alpha_sigma, T_MIN))
 
 
+def test_the_event_shape_is_only_a_view():
+    """The same model on (n, 4, 4, 2) and on the flattened (n, 32) gives the same draws: a
+    batched Network, and a per-point score(x, t) (vmapped over points of shape (4, 4, 2)),
+    under the predictor-corrector sampler, whose step size uses each point's norm over all
+    its event axes (float32 round-off: measured 1.4e-6; a norm over the last axis only
+    differs by 0.02)."""
+    key = jax.random.key(8)
+    x_T = VP.prior_sample(jax.random.key(9), (64,) + SHAPE)
+    flat_net = diffusion.Network(lambda p, x, t, c: NETS["eps"].apply_fn(
+        p, x.reshape((-1,) + SHAPE), t, c).reshape(x.shape))
+    exact = diffusion.scores.gaussian(VP, MU, COV)
+
+    def point_score(x, t):
+        return exact(x.reshape(-1), t).reshape(x.shape)
+
+    def run(x, model, **kw):
+        return np.asarray(diffusion.solve_sde(key, x, VP, model, solver="pc", num_steps=10,
+                                              t_min=T_MIN, **kw)).reshape(64, -1)
+
+    flat = run(x_T.reshape(64, -1), flat_net, params=PARAMS)
+    np.testing.assert_allclose(run(x_T, NETS["eps"], params=PARAMS), flat, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(run(x_T, point_score), flat, rtol=1e-5, atol=1e-5)
+
+
 def test_five_parameterisations_of_one_network_give_the_same_samples():
     """The exact network written as an eps-, x0-, v-, score- and EDM-predictor (EDM's raw F
     with c_skip, c_out, c_in, c_noise, sigma_data 0.5) gives the same samples to round-off
