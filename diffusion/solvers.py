@@ -3,15 +3,15 @@ analytical teleportation.
 
 Conventions. Positions are batches of shape (n, *shape) (shape (d,) for vectors, (8, 8, 1) for
 small images). The model is a :class:`diffusion.Network` (a trained, batched network
-``apply_fn(params, x, t, cond)``, with its ``params``, ``cond`` and ``guidance_scale`` passed
-as traced arguments of the compiled solver, so new values do not recompile) or a per-point
-``score(x, t)`` for one point ``x`` of shape ``shape`` and a scalar ``t`` (vmapped over the
-batch, called at the SDE's time t). Every solver sees one batched noise prediction
-eps(x, t) = -sigma_t score(x, t) (:func:`diffusion.networks.eps_function`). Integration runs from ``t_max`` down to ``t_min``
-over ``num_steps`` grid intervals; ``num_steps`` counts steps, not score evaluations: the
-number of function evaluations is ``nfe(solver, num_steps)`` (Heun 2, RK4 4, DPM-Solver-2 2,
-DPM-Solver-3 3 per step, the others 1). Note that the reference DPM-Solver code uses
-``steps`` for NFE.
+``apply_fn(params, x, t, cond)``, with its ``params``, ``cond``, ``null_cond`` and
+``guidance_scale`` passed as traced arguments of the compiled solver, so new values do not
+recompile) or a per-point ``score(x, t)`` for one point ``x`` of shape ``shape`` and a scalar
+``t`` (vmapped over the batch, called at the SDE's time t). Every solver sees one batched
+noise prediction eps(x, t) = -sigma_t score(x, t) (:func:`diffusion.networks.eps_function`).
+Integration runs from ``t_max`` down to ``t_min`` over ``num_steps`` grid intervals;
+``num_steps`` counts steps, not score evaluations: the number of function evaluations is
+``nfe(solver, num_steps)`` (Heun 2, RK4 4, DPM-Solver-2 2, DPM-Solver-3 3 per step, the
+others 1). Note that the reference DPM-Solver code uses ``steps`` for NFE.
 
 The probability-flow ODE (Song et al. 2021, eq. 13) is dx/dt = f(t) x - g(t)^2/2 score(x, t).
 Exponential integrators write it in the half log-SNR lambda (Lu et al. 2022, eq. 3.4):
@@ -135,7 +135,7 @@ def _check_positions(name, x, flat=True):
     default float dtype; a concrete batch with a NaN or infinite row is refused (ValueError
     naming the rows), since the solvers would carry it to a NaN result silently."""
     x = as_float(jnp.asarray(x))
-    if x.ndim != 2 if flat else x.ndim < 2:
+    if (x.ndim != 2) if flat else (x.ndim < 2):
         expected = "(num_points, d)" + ("" if flat else " or (num_points, *shape)")
         raise ValueError(f"{name} must have shape {expected}, got shape {x.shape}")
     check_finite_rows(name, x)
@@ -223,10 +223,6 @@ class _Ctx(NamedTuple):
     eps: Callable  # batched noise prediction: (n, *shape), scalar t -> (n, *shape)
 
 
-def _eps(c, x, t):
-    return c.eps(x, t)
-
-
 def _score(c, x, t):
     return -c.eps(x, t) / c.sde.sigma(t)
 
@@ -259,7 +255,7 @@ def _ddim(c, x, s, t, carry, first, key):
     """DDIM = DPM-Solver-1 (Lu et al. 2022, eq. 3.7): x_t = (a_t/a_s) x - s_t (e^h - 1) eps."""
     sde = c.sde
     h = sde.log_snr(t) - sde.log_snr(s)
-    x_t = sde.alpha(t) / sde.alpha(s) * x - sde.sigma(t) * jnp.expm1(h) * _eps(c, x, s)
+    x_t = sde.alpha(t) / sde.alpha(s) * x - sde.sigma(t) * jnp.expm1(h) * c.eps(x, s)
     return x_t, carry
 
 
@@ -270,9 +266,9 @@ def _dpm2(c, x, s, t, carry, first, key):
     h = sde.log_snr(t) - ls
     s1 = sde.t_of_log_snr(ls + 0.5 * h)
     a_s = sde.alpha(s)
-    eps_s = _eps(c, x, s)
+    eps_s = c.eps(x, s)
     u = sde.alpha(s1) / a_s * x - sde.sigma(s1) * jnp.expm1(0.5 * h) * eps_s
-    x_t = sde.alpha(t) / a_s * x - sde.sigma(t) * jnp.expm1(h) * _eps(c, u, s1)
+    x_t = sde.alpha(t) / a_s * x - sde.sigma(t) * jnp.expm1(h) * c.eps(u, s1)
     return x_t, carry
 
 
@@ -285,13 +281,13 @@ def _dpm3(c, x, s, t, carry, first, key):
     s1 = sde.t_of_log_snr(ls + r1 * h)
     s2 = sde.t_of_log_snr(ls + r2 * h)
     a_s = sde.alpha(s)
-    eps_s = _eps(c, x, s)
+    eps_s = c.eps(x, s)
     u1 = sde.alpha(s1) / a_s * x - sde.sigma(s1) * jnp.expm1(r1 * h) * eps_s
-    d1 = _eps(c, u1, s1) - eps_s
+    d1 = c.eps(u1, s1) - eps_s
     e2 = jnp.expm1(r2 * h)
     u2 = (sde.alpha(s2) / a_s * x - sde.sigma(s2) * e2 * eps_s
           - sde.sigma(s2) * (r2 / r1) * (e2 / (r2 * h) - 1.0) * d1)
-    d2 = _eps(c, u2, s2) - eps_s
+    d2 = c.eps(u2, s2) - eps_s
     e = jnp.expm1(h)
     x_t = (sde.alpha(t) / a_s * x - sde.sigma(t) * e * eps_s
            - sde.sigma(t) / r2 * (e / h - 1.0) * d2)
@@ -305,7 +301,7 @@ def _dpmpp2m(c, x, s, t, carry, first, key):
     d_prev, h_prev = carry
     h = sde.log_snr(t) - sde.log_snr(s)
     sig_s = sde.sigma(s)
-    d_s = (x - sig_s * _eps(c, x, s)) / sde.alpha(s)
+    d_s = (x - sig_s * c.eps(x, s)) / sde.alpha(s)
     r = h_prev / h
     dbar = jnp.where(first, d_s, (1.0 + 0.5 / r) * d_s - (0.5 / r) * d_prev)
     x_t = sde.sigma(t) / sig_s * x - sde.alpha(t) * jnp.expm1(-h) * dbar
@@ -322,7 +318,7 @@ def _li_ode(c, x, s, t, carry, first, key):
     sde = c.sde
     eps_p, sb_p = carry
     ls, lt = sde.log_snr(s), sde.log_snr(t)
-    eps_s = _eps(c, x, s)
+    eps_s = c.eps(x, s)
     a_t = sde.alpha(t)
     x_t = a_t / sde.alpha(s) * x - sde.sigma(t) * jnp.expm1(lt - ls) * eps_s
     sb_s, sb_t = jnp.exp(-ls), jnp.exp(-lt)

@@ -353,13 +353,15 @@ def test_bad_input_names_the_argument():
     key = jax.random.key(0)
     x = jnp.zeros((4,) + SHAPE)
     score = diffusion.scores.gaussian(VP, np.zeros(2), np.eye(2))
-    with pytest.raises(ValueError, match="prediction must be one of eps, x0, v, score, edm; got 'noise'"):
+    with pytest.raises(ValueError, match="prediction must be one of eps, x0, v, score, edm; "
+                                         "got 'noise'"):
         diffusion.Network(cond_apply, prediction="noise")
     with pytest.raises(TypeError, match="apply_fn must be a callable"):
         diffusion.Network(None)
     with pytest.raises(TypeError, match=r"params apply to a diffusion.Network"):
         diffusion.sample(key, VP, score, 4, params=PARAMS)
-    with pytest.raises(ValueError, match=r"cond must be a batch with one row per point \(4\), got shape \(3,\)"):
+    with pytest.raises(ValueError, match=r"cond must be a batch with one row per point \(4\), "
+                                         r"got shape \(3,\)"):
         diffusion.solve_ode(jnp.zeros((4, 3)), VP, COND_NET, cond=jnp.zeros(3, int))
     with pytest.raises(ValueError, match="guidance_scale needs cond"):
         diffusion.solve_ode(jnp.zeros((4, 3)), VP, COND_NET, guidance_scale=2.0)
