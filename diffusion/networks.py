@@ -52,10 +52,11 @@ class Network:
     """A trained network ``apply_fn(params, x, t, cond) -> prediction`` (batched; see the
     module docstring for shapes) and what it predicts: ``prediction`` one of ``PREDICTIONS``;
     ``sigma_data`` is EDM's data standard deviation (``prediction="edm"`` only; Karras et al.
-    2022 use 0.5). Hashable (it is a static argument of the compiled sampler); the
-    network's parameters and conditions are not part of it: they are the ``params`` and
-    ``cond`` arguments of :func:`diffusion.sample`, :func:`diffusion.solve_ode` and
-    :func:`diffusion.solve_sde`."""
+    2022 use 0.5). Hashable (it is a static argument of the compiled sampler, compared by
+    ``apply_fn``'s identity: build the Network once, since a new lambda or
+    ``functools.partial`` each call compiles anew); the network's parameters and conditions
+    are not part of it: they are the ``params`` and ``cond`` arguments of
+    :func:`diffusion.sample`, :func:`diffusion.solve_ode` and :func:`diffusion.solve_sde`."""
 
     apply_fn: Callable
     prediction: str = "eps"
