@@ -49,14 +49,24 @@ def test_malt_is_exact_where_the_unadjusted_samplers_are_biased():
 
 
 def test_ensemble_adaptation_reaches_the_target_acceptance():
+    """The ensemble adaptation (one step and preconditioner pooled over 32 chains) reaches
+    the target acceptance within the issue's 0.05. The chains share the adapted step, so a
+    run is one draw of it: runs with 8 keys are the replicates (their mean acceptance has
+    sd 0.015 for MALA, 0.007 for MALT, measured over 10 keys), and 5 standard errors of
+    the mean over them must resolve 0.05."""
     var = np.logspace(-1, 1, 10)
     logdensity = lambda x: -0.5 * jnp.sum(x ** 2 / jnp.asarray(var, jnp.float32))  # noqa: E731
     for alg, target in ((samplers.mala(logdensity, 0.1), 0.574), (samplers.malt(logdensity, 0.1), 0.8)):
-        trace = samplers.run(jax.random.key(3), alg, jnp.ones(10), 300, num_chains=32,
-                             num_warmup=300, adaptation="ensemble", progress=False)
-        assert abs(float(np.mean(trace.stats["acceptance_rate"])) - target) < 0.05, alg.name
-        imm = np.asarray(trace.params.inverse_mass_matrix)
-        assert np.allclose(imm, imm[0])  # one preconditioner for all chains
+        means = []
+        for key in range(8):
+            trace = samplers.run(jax.random.key(key), alg, jnp.ones(10), 300, num_chains=32,
+                                 num_warmup=300, adaptation="ensemble", progress=False)
+            means.append(float(np.mean(trace.stats["acceptance_rate"])))
+            imm = np.asarray(trace.params.inverse_mass_matrix)
+            assert np.allclose(imm, imm[0])  # one preconditioner for all chains
+        se = np.std(means, ddof=1) / np.sqrt(len(means))
+        assert 5 * se < 0.05, (alg.name, means)
+        assert abs(np.mean(means) - target) < 0.05, (alg.name, means)
 
 
 def test_rebuilding_with_a_new_step_size_compiles_nothing():
