@@ -56,7 +56,8 @@ def test_ensemble_adaptation_reaches_the_target_acceptance():
     the mean over them must resolve 0.05."""
     var = np.logspace(-1, 1, 10)
     logdensity = lambda x: -0.5 * jnp.sum(x ** 2 / jnp.asarray(var, jnp.float32))  # noqa: E731
-    for alg, target in ((samplers.mala(logdensity, 0.1), 0.574), (samplers.malt(logdensity, 0.1), 0.8)):
+    for alg, target in ((samplers.mala(logdensity, 0.1), 0.574),
+                        (samplers.malt(logdensity, 0.1), 0.8)):
         means = []
         for key in range(8):
             trace = samplers.run(jax.random.key(key), alg, jnp.ones(10), 300, num_chains=32,
