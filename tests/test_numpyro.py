@@ -56,8 +56,9 @@ def nuts_reference():
 
 
 def test_mala_kernel_matches_nuts_on_eight_schools(nuts_reference):
-    # step size adapted alone: with the preconditioner adapted too the mean acceptance is
-    # 0.63-0.65 (dual averaging's 50-step terminal window after the last metric update)
+    # step size adapted alone: with the preconditioner adapted too, one chain's acceptance
+    # after warm-up has sd 0.10 on this funnel (64 chains: mean 0.594 +- 0.013), so four
+    # chains' mean strays 0.05 from 0.574 often; the preconditioner is checked elsewhere
     kernel = samplers.numpyro.kernel(samplers.mala, model=eight_schools, step_size=0.1,
                                      adapt_mass_matrix=False)
     mcmc = numpyro.infer.MCMC(kernel, num_warmup=2000, num_samples=30_000, num_chains=4,
