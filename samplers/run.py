@@ -167,6 +167,7 @@ class _Options(NamedTuple):
     target_acceptance: Optional[float]
     mesh: Optional[jax.sharding.Mesh]
     every: int
+    keep_warmup: bool = False
 
 
 class _Adapt(NamedTuple):
@@ -199,17 +200,63 @@ def _setup(algorithm, key, initial_position, params, options):
     return chain_keys, params, states
 
 
+def _stat_layout(info, states, step_size: bool) -> tuple:
+    """The per-chain scalar statistics of a draw that travel packed in one array:
+    ``((name, dtype), ...)`` for the float and bool fields of the info (shapes of one
+    chain), the log-density and, with ``step_size``, the step the draw was made with; any
+    other info field (an array, a pytree) is recorded as it is."""
+    fields = dict(getattr(info, "_asdict", dict)())
+    logdensity = getattr(states, "logdensity", None)
+    if logdensity is not None:
+        fields["lp"] = jax.ShapeDtypeStruct((), logdensity.dtype)
+    if step_size:
+        fields["step_size"] = jax.ShapeDtypeStruct((), jnp.result_type(float))
+    return tuple((name, x.dtype) for name, x in sorted(fields.items())
+                 if getattr(x, "shape", None) == ()
+                 and (jnp.issubdtype(x.dtype, jnp.floating) or x.dtype == bool))
+
+
+def _record(states, info, layout, step_size=None):
+    """What the loop keeps of one draw: the positions and the statistics, those named in
+    ``layout`` packed in one (chain, k) array (one output per draw, not one per statistic)."""
+    stats = dict(getattr(info, "_asdict", dict)())
+    if getattr(states, "logdensity", None) is not None:
+        stats["lp"] = states.logdensity
+    if step_size is not None:
+        stats["step_size"] = step_size
+    if not layout:
+        return states.position, (None, stats)
+    dtype = jnp.result_type(jnp.float32, *(dt for _, dt in layout))
+    packed = jnp.stack([stats[name].astype(dtype) for name, _ in layout], axis=-1)
+    return states.position, (packed, {k: v for k, v in stats.items() if k not in dict(layout)})
+
+
+def _records(records, layout):
+    """The records of a loop as (chain, draw, ...) positions and statistics, the packed ones
+    unpacked (the packed dtype holds every value exactly), with ``diverging`` marking the
+    draws that are not finite; also returns that finiteness (chain, draw)."""
+    positions, (packed, rest) = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), records)
+    stats = {name: packed[..., i].astype(dt) for i, (name, dt) in enumerate(layout)}
+    stats.update(rest)
+    finite = _finite(positions, stats.get("lp"), axes=2)
+    stats["diverging"] = stats.get("diverging", False) | ~finite
+    return positions, stats, finite
+
+
 def _warmup(algorithm, states, chain_keys, batches, params, run_id, options):
     """``num_warmup`` steps, adapting ``params`` (:mod:`samplers.adaptation`) as the options
-    say; returns the states, the adapted parameters, the non-finite guard and each chain's
-    gradient count."""
+    say; returns the states, the adapted parameters, the non-finite guard, each chain's
+    gradient count and, with ``keep_warmup``, the warm-up's (positions, stats), whose
+    ``step_size`` is the step each draw was made with."""
     num_chains, num_warmup = options.num_chains, options.num_warmup
     first_bad = jnp.full((num_chains,), -1, jnp.int32)
     grads = jnp.zeros((num_chains,), jnp.int32)
     info = _info_shape(algorithm, states, params, batches)
     adapt = _adaptation(algorithm, params, info, options)
     if not num_warmup:
-        return states, params, first_bad, grads
+        return states, params, first_bad, grads, None
+    has_step = getattr(params, "step_size", None) is not None
+    layout = _stat_layout(info, states, has_step) if options.keep_warmup else ()
     tuning = adapt is not None
     if tuning:
         dim = sum(math.prod(x.shape[1:]) for x in jax.tree.leaves(states.position))
@@ -229,18 +276,22 @@ def _warmup(algorithm, states, chain_keys, batches, params, run_id, options):
     def body(carry, xs):
         states, window, first_bad, grads = carry
         t, slow_t, end_t = xs
-        states, info = _transition(algorithm, states, chain_keys, t, batches,
-                                   window.params if tuning else window)
+        step_params = window.params if tuning else window
+        states, info = _transition(algorithm, states, chain_keys, t, batches, step_params)
+        record = None
+        if options.keep_warmup:
+            record = _record(states, info, layout,
+                             step_params.step_size if has_step else None)
         if tuning:
             flat = jax.vmap(lambda p: ravel_pytree(p)[0])(states.position)
             statistic = adaptation.tuning_statistic(info, flat.shape[1])
             window = update(window, slow_t, end_t, flat, statistic)
         if counts:
             grads = grads + info.num_integration_steps.astype(jnp.int32)
-        return (states, window, _step_guard(first_bad, states, t), grads), None
+        return (states, window, _step_guard(first_bad, states, t), grads), record
 
     xs = (jnp.arange(num_warmup), jnp.asarray(slow), jnp.asarray(end))
-    (states, window, first_bad, grads), _ = _scan(
+    (states, window, first_bad, grads), records = _scan(
         body, (states, window, first_bad, grads), xs, every=options.every, run_id=run_id,
         steps_done=lambda x: x[0] + 1)
     if not counts:
@@ -248,35 +299,9 @@ def _warmup(algorithm, states, chain_keys, batches, params, run_id, options):
     if tuning:
         params = jax.vmap(functools.partial(adaptation.window_final,
                                             adapt_step_size=adapt.step_size))(window)
-    return states, params, first_bad, grads
-
-
-def _stat_layout(info, logdensity) -> tuple:
-    """The per-chain scalar statistics of a draw that travel packed in one array:
-    ``((name, dtype), ...)`` for the float and bool fields of the info (shapes of one
-    chain) and the log-density; any other field (an array, a pytree) is recorded as it is."""
-    fields = dict(getattr(info, "_asdict", dict)())
-    if logdensity is not None:
-        fields["lp"] = logdensity
-    return tuple((name, x.dtype) for name, x in sorted(fields.items())
-                 if getattr(x, "shape", None) == ()
-                 and (jnp.issubdtype(x.dtype, jnp.floating) or x.dtype == bool))
-
-
-def _pack(stats: dict, layout) -> tuple:
-    """One (chain, k) array for the statistics named in ``layout``, so the loop writes one
-    output per draw instead of one per statistic; the other statistics as they are."""
-    if not layout:
-        return None, stats
-    dtype = jnp.result_type(jnp.float32, *(dt for _, dt in layout))
-    packed = jnp.stack([stats[name].astype(dtype) for name, _ in layout], axis=-1)
-    return packed, {k: v for k, v in stats.items() if k not in dict(layout)}
-
-
-def _unpack(packed, rest: dict, layout) -> dict:
-    """Inverse of :func:`_pack` (the packed dtype holds every value exactly)."""
-    stats = {name: packed[..., i].astype(dt) for i, (name, dt) in enumerate(layout)}
-    return {**stats, **rest}
+    if records is not None:
+        records = _records(records, layout)[:2]
+    return states, params, first_bad, grads, records
 
 
 def _sample(algorithm, states, first_bad, grads, chain_keys, batches, params, first_step, run_id,
@@ -287,9 +312,7 @@ def _sample(algorithm, states, first_bad, grads, chain_keys, batches, params, fi
     loop; only the thinned-out steps carry it step by step."""
     info_shape = _info_shape(algorithm, states, params, batches)
     counts = _counts_trajectory(info_shape)
-    logdensity = getattr(states, "logdensity", None)
-    layout = _stat_layout(info_shape, None if logdensity is None else
-                          jax.ShapeDtypeStruct((), logdensity.dtype))
+    layout = _stat_layout(info_shape, states, False)
 
     def one_step(carry, t):
         states, first_bad, grads = carry
@@ -307,24 +330,15 @@ def _sample(algorithm, states, first_bad, grads, chain_keys, batches, params, fi
         if thin > 1:  # the thinned-out steps, then the kept one (no nested loop when thin = 1)
             carry, _ = jax.lax.scan(thinned_out, carry, last - thin + 1 + jnp.arange(thin - 1))
         carry, info = one_step(carry, last)
-        states = carry[0]
-        stats = dict(getattr(info, "_asdict", dict)())
-        if logdensity is not None:
-            stats["lp"] = states.logdensity
-        return carry, (states.position, _pack(stats, layout))
+        return carry, _record(carry[0], info, layout)
 
-    (states, first_bad, grads), (positions, (packed, rest)) = _scan(
+    (states, first_bad, grads), records = _scan(
         draw, (states, first_bad, grads), jnp.arange(num_draws), every=every, run_id=run_id,
         steps_done=lambda i: first_step + (i + 1) * thin)
     if not counts:
         grads = grads + num_draws * thin
-    swap = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731  (draw, chain) -> (chain, draw)
-    positions, packed, rest = jax.tree.map(swap, (positions, packed, rest))
-    stats = _unpack(packed, rest, layout)
-    finite = _finite(positions, stats.get("lp"), axes=2)
-    steps = first_step + thin - 1 + thin * jnp.arange(num_draws)
-    first_bad = _mark_nonfinite(first_bad, finite, steps)
-    stats["diverging"] = stats.get("diverging", False) | ~finite
+    positions, stats, finite = _records(records, layout)
+    first_bad = _mark_nonfinite(first_bad, finite, first_step + thin - 1 + thin * jnp.arange(num_draws))
     step_size = getattr(params, "step_size", None)
     if step_size is not None and "step_size" not in stats:
         stats["step_size"] = jnp.broadcast_to(jnp.reshape(step_size, (-1, 1)), finite.shape)
@@ -353,7 +367,7 @@ def _start(algorithm, key, initial_position, params, batches, run_id, *, options
     warm = _unless_bad_start(
         ok, lambda s, p: _warmup(algorithm, s, chain_keys, batches, p, run_id, options),
         states, params)
-    return (chain_keys, ok, lp0) + warm
+    return chain_keys, ok, lp0, warm
 
 
 _sample_chunk = jax.jit(_sample, static_argnames=("algorithm", "num_draws", "thin", "every"))
@@ -365,14 +379,14 @@ def _whole(algorithm, key, initial_position, params, batches, run_id, *, options
     """A run without checkpoints as one compiled program: set-up, warm-up and sampling;
     ``ok`` is False when the run needs a look from the host (a bad start, a non-finite
     chain), so a run that went well costs one scalar transfer."""
-    chain_keys, ok, lp0, states, params, first_bad, grads = _start(
+    chain_keys, ok, lp0, (states, params, first_bad, grads, warm) = _start(
         algorithm, key, initial_position, params, batches, run_id, options=options)
-    out = _unless_bad_start(
+    states, first_bad, grads, records = _unless_bad_start(
         ok, lambda s, f, g, p: _sample(algorithm, s, f, g, chain_keys, batches, p,
                                        options.num_warmup, run_id, num_draws=num_draws,
                                        thin=thin, every=options.every),
         states, first_bad, grads, params)
-    return (ok & jnp.all(out[1] < 0), lp0, params) + out
+    return ok & jnp.all(first_bad < 0), lp0, (states, params, first_bad, grads, warm), records
 
 
 # ------------------------------------------------------------------------- checkpoints
@@ -488,12 +502,14 @@ def _adaptation(algorithm, params, info, options):
                   options.adaptation == "ensemble", float(target_acceptance))
 
 
-def _check_options(adaptation_kind, dense_mass, target_acceptance, mesh, num_chains):
+def _check_options(adaptation_kind, dense_mass, keep_warmup, target_acceptance, mesh,
+                   num_chains):
     """The checks of ``run``'s warm-up and mesh arguments that need no tracing."""
     if adaptation_kind not in ("window", "ensemble"):
         raise ValueError(f"adaptation must be 'window' or 'ensemble', got {adaptation_kind!r}")
-    if not isinstance(dense_mass, bool):
-        raise TypeError(f"dense_mass must be True or False, got {dense_mass!r}")
+    for name, value in (("dense_mass", dense_mass), ("keep_warmup", keep_warmup)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False, got {value!r}")
     if target_acceptance is not None and not 0.0 < target_acceptance < 1.0:
         raise ValueError(f"target_acceptance must be in (0, 1), got {target_acceptance!r}")
     if mesh is not None:
@@ -519,9 +535,11 @@ def _concat(chunks):
     return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=1), *chunks)
 
 
-def _trace(records, states, first_bad, params=None, grads=None) -> Trace:
+def _trace(records, states, first_bad, params=None, grads=None, warmup=None) -> Trace:
     positions, stats = records
-    return Trace(positions, stats, states, first_bad, params, grads)
+    warmup_positions, warmup_stats = (None, None) if warmup is None else warmup
+    return Trace(positions, stats, states, first_bad, params, grads, warmup_positions,
+                 warmup_stats)
 
 
 def run(
@@ -545,6 +563,7 @@ def run(
     on_nonfinite: str = "raise",
     checkpoint: Optional[str] = None,
     checkpoint_every: Optional[int] = None,
+    keep_warmup: bool = False,
 ) -> Trace:
     """Run ``algorithm`` for ``num_warmup + num_steps`` steps on ``num_chains`` chains.
 
@@ -582,6 +601,10 @@ def run(
       checkpoint, checkpoint_every: write the state and the draws to ``checkpoint`` (an .npz
         file, replaced atomically) every ``checkpoint_every`` steps; a run started again with
         the same arguments resumes from it and gives bit-identical draws.
+      keep_warmup: also return the warm-up's draws and statistics
+        (``trace.warmup_positions``, ``trace.warmup_stats``, with the step size each draw was
+        made with), exported by ``to_arviz`` as ArviZ's ``warmup_posterior`` and
+        ``warmup_sample_stats``: to see how the adaptation went.
 
     Returns:
       A :class:`samplers.Trace` with (chain, draw) leading axes, the parameters the draws
@@ -591,7 +614,7 @@ def run(
     check_key("key", key, "run(key, algorithm, initial_position, num_steps)")
     _validate(algorithm, num_steps, num_chains, num_warmup, thin, on_nonfinite,
               checkpoint, checkpoint_every, batches)
-    _check_options(adaptation, dense_mass, target_acceptance, mesh, num_chains)
+    _check_options(adaptation, dense_mass, keep_warmup, target_acceptance, mesh, num_chains)
     if chain_axis:
         _check_chain_axis(initial_position, num_chains)
     if progress is None:
@@ -599,7 +622,7 @@ def run(
     total = num_warmup + num_steps
     options = _Options(num_chains, chain_axis, num_warmup, adapt_step_size, adapt_mass_matrix,
                        dense_mass, adaptation, target_acceptance, mesh,
-                       max(1, total // PROGRESS_UPDATES) if progress else 0)
+                       max(1, total // PROGRESS_UPDATES) if progress else 0, keep_warmup)
     run_id = next(_RUN_IDS)
     if progress:
         from tqdm.auto import tqdm
@@ -642,13 +665,13 @@ def _run(algorithm, key, initial_position, params, batches, run_id, options, num
          on_nonfinite, checkpoint, checkpoint_every):
     num_draws = num_steps // thin
     if checkpoint is None:
-        ok, lp0, params, states, first_bad, grads, records = _whole(
+        ok, lp0, (states, params, first_bad, grads, warm), records = _whole(
             algorithm, key, initial_position, params, batches, run_id, options=options,
             num_draws=num_draws, thin=thin)
         if not ok:  # the one transfer to the host of a run that went well
             _check_start(initial_position, lp0)
             _check_finite(first_bad, [records], states, on_nonfinite)
-        return _trace(records, states, first_bad, params, grads)
+        return _trace(records, states, first_bad, params, grads, warm)
 
     num_warmup = options.num_warmup
     chunk = num_draws if checkpoint_every is None else checkpoint_every // thin
@@ -661,22 +684,23 @@ def _run(algorithm, key, initial_position, params, batches, run_id, options, num
                               run_id, options=options)
     done, chunks = 0, []
     if os.path.exists(checkpoint):
-        chain_keys, _, _, *carry_like = jax.eval_shape(start)
-        states, params, first_bad, grads = carry_like
+        chain_keys, _, _, carry_like = jax.eval_shape(start)
+        states, params, first_bad, grads, _ = carry_like
         records_like = jax.eval_shape(
             lambda s, f, g, k, p: sample(s, f, g, chain_keys=k, params=p, first_step=0,
                                          num_draws=1)[3],
             states, first_bad, grads, chain_keys, params)
-        done, (states, params, first_bad, grads), records = _load_checkpoint(
-            checkpoint, fingerprint, tuple(carry_like), records_like)
+        done, carry, records = _load_checkpoint(checkpoint, fingerprint, carry_like,
+                                                records_like)
         chain_keys = jax.random.split(key, options.num_chains)  # as _setup derives them
         chunks = [records] if records is not None else []
     else:
-        chain_keys, ok, lp0, states, params, first_bad, grads = start()
+        chain_keys, ok, lp0, carry = start()
         if not ok:
             _check_start(initial_position, lp0)
-        _check_finite(first_bad, [], states, on_nonfinite)
-        _save_checkpoint(checkpoint, fingerprint, 0, (states, params, first_bad, grads), ())
+        _check_finite(carry[2], [], carry[0], on_nonfinite)
+        _save_checkpoint(checkpoint, fingerprint, 0, carry, ())
+    states, params, first_bad, grads, warm = carry
 
     while done < num_draws:
         n = min(chunk, num_draws - done)
@@ -687,6 +711,6 @@ def _run(algorithm, key, initial_position, params, batches, run_id, options, num
         done += n
         _check_finite(first_bad, chunks, states, on_nonfinite)
         chunks = [_concat(chunks)]
-        _save_checkpoint(checkpoint, fingerprint, done, (states, params, first_bad, grads),
+        _save_checkpoint(checkpoint, fingerprint, done, (states, params, first_bad, grads, warm),
                          chunks[0])
-    return _trace(chunks[0], states, first_bad, params, grads)
+    return _trace(chunks[0], states, first_bad, params, grads, warm)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import jax
 import numpy as np
@@ -39,7 +39,8 @@ def from_dict(groups: dict[str, dict[str, Any]]):
     groups = {g: {k: np.asarray(v) for k, v in d.items()} for g, d in groups.items() if d}
     if int(az.__version__.split(".")[0]) >= 1:
         return az.from_dict(groups)
-    return az.from_dict(**groups)
+    warmup = any(g.startswith("warmup_") for g in groups)
+    return az.from_dict(**groups, **({"save_warmup": True} if warmup else {}))
 
 
 class Trace(NamedTuple):
@@ -56,6 +57,8 @@ class Trace(NamedTuple):
         leading chain axis; None for samplers without tunable parameters.
       num_grads: (chain,) gradient evaluations of the whole run, warm-up included (a MALT
         trajectory counts its steps, every other transition one), for ESS per gradient.
+      warmup_positions, warmup_stats: the warm-up's draws and statistics, (chain, step)
+        leading axes, with ``samplers.run(..., keep_warmup=True)``; else None.
     """
 
     positions: PyTree
@@ -64,6 +67,8 @@ class Trace(NamedTuple):
     nonfinite_step: Any
     params: Any = None
     num_grads: Any = None
+    warmup_positions: PyTree = None
+    warmup_stats: Optional[dict] = None
 
     @property
     def num_chains(self) -> int:
@@ -76,7 +81,8 @@ class Trace(NamedTuple):
     def to_arviz(self, default_name: str = "x", constrain_fn=None):
         """ArviZ data with a ``posterior`` group (one variable per pytree leaf, a bare array
         is named ``default_name``) and ``sample_stats`` (ArviZ's names: ``lp``,
-        ``acceptance_rate``, ``diverging``, ``step_size``, ...).
+        ``acceptance_rate``, ``diverging``, ``step_size``, ...); with the warm-up kept, also
+        ``warmup_posterior`` and ``warmup_sample_stats``.
 
         ``constrain_fn`` maps one position to the variables to export, e.g. the third value
         of :func:`samplers.numpyro.logdensity`, which returns a NumPyro model's constrained
@@ -96,5 +102,12 @@ class Trace(NamedTuple):
         positions = self.positions
         if constrain_fn is not None:
             positions = jax.vmap(jax.vmap(constrain_fn))(positions)
-        posterior = named_leaves(positions, default_name)
-        return from_dict({"posterior": posterior, "sample_stats": dict(self.stats)})
+        groups = {"posterior": named_leaves(positions, default_name),
+                  "sample_stats": dict(self.stats)}
+        if self.warmup_positions is not None:
+            warmup = self.warmup_positions
+            if constrain_fn is not None:
+                warmup = jax.vmap(jax.vmap(constrain_fn))(warmup)
+            groups["warmup_posterior"] = named_leaves(warmup, default_name)
+            groups["warmup_sample_stats"] = dict(self.warmup_stats)
+        return from_dict(groups)

@@ -47,6 +47,22 @@ def test_thinning_and_warmup_give_the_draws_of_the_long_run():
                                   np.asarray(full.positions)[:, 3::4])
     burned = _run(alg=ULA, num_steps=30, num_warmup=10)
     np.testing.assert_array_equal(np.asarray(burned.positions), np.asarray(full.positions)[:, 10:])
+    kept = _run(alg=ULA, num_steps=30, num_warmup=10, keep_warmup=True)
+    np.testing.assert_array_equal(np.asarray(kept.warmup_positions),
+                                  np.asarray(full.positions)[:, :10])
+    for name in ("lp", "step_size", "diverging"):
+        np.testing.assert_array_equal(kept.warmup_stats[name], full.stats[name][:, :10])
+    assert _leaves_equal(kept.positions, burned.positions) and burned.warmup_positions is None
+
+
+def test_kept_warmup_shows_the_adaptation_and_goes_to_arviz():
+    trace = _run(num_steps=20, num_warmup=150, keep_warmup=True)
+    steps = np.asarray(trace.warmup_stats["step_size"])
+    assert steps.shape == (3, 150) and np.all(steps[:, 0] == 0.5)  # the step it was given
+    assert not np.all(steps == 0.5)  # then dual averaging moved it
+    idata = trace.to_arviz()
+    assert idata.warmup_posterior["x"].shape == (3, 150, 2)
+    assert "acceptance_rate" in idata.warmup_sample_stats
 
 
 def test_kernels_jit_and_vmap():
@@ -151,6 +167,12 @@ def test_checkpoint_resume_is_bit_identical(tmp_path, monkeypatch):
     resumed = _run(**kwargs)  # resumes from the last good checkpoint (10 draws)
     assert _leaves_equal(resumed.positions, reference.positions)
     assert _leaves_equal(resumed.stats, reference.stats)
+    kept = dict(kwargs, checkpoint=str(tmp_path / "kept.npz"), keep_warmup=True)
+    _run(**kept)
+    again = _run(**kept)  # read back whole from its checkpoint, warm-up draws included
+    assert _leaves_equal(again.positions, reference.positions)
+    assert _leaves_equal(again.warmup_positions, _run(num_steps=60, num_warmup=20, thin=2,
+                                                      keep_warmup=True).warmup_positions)
     with pytest.raises(ValueError, match="written by a different run"):
         _run(key=7, **kwargs)
 
