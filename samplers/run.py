@@ -48,7 +48,7 @@ class NonFiniteError(FloatingPointError):
 
 _BARS: dict[int, Any] = {}
 _RUN_IDS = itertools.count()
-PROGRESS_UPDATES = 20  # host callbacks per run when the bar is on (each costs ~0.1 ms)
+PROGRESS_UPDATES = 20  # host callbacks per run with the bar on (0.15-0.4 ms each on 2 CPU cores)
 
 
 def _report(run_id, steps_done):
