@@ -42,6 +42,8 @@ __all__ = ["frechet_distance", "kernel_distance", "KernelDistance", "precision_r
 
 # exact trace of the PF-ODE Jacobian up to this dimension, Hutchinson's estimator above
 EXACT_TRACE_MAX_DIM = 64
+# compiled once (eager, its dozen operations would each compile on a first call)
+_gaussian_w2 = jax.jit(gaussian_w2)
 # rows of a distance matrix block in precision_recall (memory: block x n float64)
 _BLOCK_ENTRIES = 4_000_000
 
@@ -99,7 +101,7 @@ def frechet_distance(features_a, features_b) -> float:
     b = _features("features_b", features_b, 2, dim=a.shape[1])
     moments = [(x.mean(0), np.atleast_2d(np.cov(x, rowvar=False))) for x in (a, b)]
     with jax.enable_x64(True):
-        w2 = float(gaussian_w2(*moments[0], *moments[1]))
+        w2 = float(_gaussian_w2(*moments[0], *moments[1]))
     return w2 * w2
 
 
