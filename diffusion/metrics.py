@@ -265,7 +265,7 @@ def precision_recall(real_features, fake_features, k: int = 3) -> PrecisionRecal
 
 def bits_per_dim(key, data, sde, score, *, num_levels: int = 256, method: Optional[str] = None,
                  num_probes: int = 1, num_steps: int = 100, time_grid: str = "logsnr",
-                 t_min=None, t_max=None, prior_logp=None):
+                 t_min=None, t_max=None, prior_logp=None, params=None, cond=None):
     """Bits per dimension of discrete images under a model of the dequantised, rescaled data,
     from the PF-ODE log-likelihood (:func:`diffusion.log_likelihood`).
 
@@ -278,21 +278,21 @@ def bits_per_dim(key, data, sde, score, *, num_levels: int = 256, method: Option
     log P(u) >= E_U[log p_v(u + U)], and the change of variables x = v / s - 1 gives
     p_v(v) = p_x(x) s^{-d}. Hence
 
-        -log2 P(u) / d <= E_U[-log p_x(x) + d log s] / (d ln 2),
+        -log2 P(u) / d <= E_U[-log p_x(x) + d ln s] / (d ln 2),
 
     i.e. bpd = (-log p_x(x) + d ln s) / (d ln 2) (= -log p_x(x) / (d ln 2) + log2 127.5, about
     +7.0 bits for 8-bit data), with one draw of U per image.
 
     Args:
       key: a ``jax.random.key`` (the dequantisation noise, and Hutchinson's probes).
-      data: (n, *shape) integer pixel values in {0, ..., num_levels - 1}; flattened to
-        (n, d) for the model.
-      sde, score: as in :func:`diffusion.log_likelihood`: the forward SDE and a per-point
-        ``score(x, t)`` on flat points x of shape (d,), for data in the scale x above.
-      num_levels: K, the number of pixel values.
+      data: (n, *shape) integer pixel values in {0, ..., num_levels - 1}.
+      sde, score: as in :func:`diffusion.log_likelihood`: the forward SDE and the model of
+        x (the scale above), a per-point ``score(x, t)`` or a :class:`diffusion.Network`
+        (with ``params`` and ``cond``).
+      num_levels: K, the number of pixel values (17 for scikit-learn's digits, 0..16).
       method: "exact" (Jacobian trace) or "hutchinson" (``num_probes`` Rademacher probes);
         default "exact" up to d = 64, "hutchinson" above.
-      num_steps, time_grid, t_min, t_max, prior_logp: passed to
+      num_steps, time_grid, t_min, t_max, prior_logp, params, cond: passed to
         :func:`diffusion.log_likelihood`.
     Returns (n,) bits per dimension, one per image (upper bounds in expectation over U, with
     the error of the log-likelihood: ODE discretisation, the prior standing in for p_{t_max},
@@ -310,17 +310,17 @@ def bits_per_dim(key, data, sde, score, *, num_levels: int = 256, method: Option
         raise ValueError(f"data must hold integer pixel values in {{0, ..., {num_levels - 1}}} "
                          f"(num_levels={num_levels}), got values in [{values.min():g}, "
                          f"{values.max():g}], integers: {bool(np.all(values == np.round(values)))}")
-    flat = u.reshape(u.shape[0], -1)
-    dim = flat.shape[1]
+    dim = math.prod(u.shape[1:])
     if method is None:
         method = "exact" if dim <= EXACT_TRACE_MAX_DIM else "hutchinson"
     scale = (num_levels - 1) / 2.0
     k_dequant, k_probes = jax.random.split(key)
-    x = (flat + jax.random.uniform(k_dequant, flat.shape, flat.dtype)) / scale - 1.0
+    x = (u + jax.random.uniform(k_dequant, u.shape, u.dtype)) / scale - 1.0
     logp = log_likelihood(x, sde, score, method=method,
                           key=k_probes if method == "hutchinson" else None,
                           num_probes=num_probes, num_steps=num_steps, time_grid=time_grid,
-                          t_min=t_min, t_max=t_max, prior_logp=prior_logp)
+                          t_min=t_min, t_max=t_max, prior_logp=prior_logp, params=params,
+                          cond=cond)
     return (-logp + dim * math.log(scale)) / (dim * math.log(2.0))
 
 
