@@ -50,8 +50,9 @@ _BLOCK_ENTRIES = 4_000_000
 
 # ------------------------------------------------------------------------------ validation
 
-def _features(name, x, min_rows, dim=None) -> np.ndarray:
-    """A finite real (n, d) array with n >= min_rows (and d == dim), as float64 numpy."""
+def _features(name, x, min_rows, like=None) -> np.ndarray:
+    """A finite real (n, d) array with n >= min_rows (and the dimension of ``like``, a
+    (name, array) pair), as float64 numpy."""
     if x is None or isinstance(x, (str, bytes)):
         raise TypeError(f"{name} must be an array of features of shape (n, d), got {x!r}")
     arr = np.asarray(x)
@@ -62,9 +63,9 @@ def _features(name, x, min_rows, dim=None) -> np.ndarray:
         raise ValueError(f"{name} must have shape (n, d), got shape {arr.shape}")
     if arr.shape[0] < min_rows:
         raise ValueError(f"{name} must have at least {min_rows} rows, got shape {arr.shape}")
-    if dim is not None and arr.shape[1] != dim:
-        raise ValueError(f"{name} must have the dimension of features_a ({dim}), got shape "
-                         f"{arr.shape}")
+    if like is not None and arr.shape[1] != like[1].shape[1]:
+        raise ValueError(f"{name} must have the dimension of {like[0]} ({like[1].shape[1]}), "
+                         f"got shape {arr.shape}")
     check_finite_rows(name, arr)
     return arr.astype(np.float64)
 
@@ -81,24 +82,27 @@ def _check_int(name, value, minimum):
 
 def frechet_distance(features_a, features_b) -> float:
     """Frechet distance between Gaussians fitted to two feature sets (Heusel et al. 2017,
-    "GANs trained by a two time-scale update rule", eq. 6; "FID" with Inception features):
+    "GANs trained by a two time-scale update rule ...", arXiv:1706.08500, the definition of
+    FID, there with Inception features; the Frechet distance of two Gaussians is Dowson &
+    Landau 1982):
 
         |m_a - m_b|^2 + tr(C_a + C_b - 2 (C_a C_b)^{1/2}),
 
     with m the sample means and C the unbiased (ddof = 1) sample covariances. This is the
     squared 2-Wasserstein distance between the two Gaussians, computed by
-    :func:`samplers.gaussian_w2` in float64: tr (C_a C_b)^{1/2} is the sum of the square
-    roots of the eigenvalues of the symmetric PSD matrix C_b^{1/2} C_a C_b^{1/2} (its
-    rounding-negative eigenvalues clipped to 0), which avoids the non-symmetric matrix square
-    root and its complex round-off.
+    :func:`samplers.diagnostics.gaussian_w2` in float64: tr (C_a C_b)^{1/2} is the sum of
+    the square roots of the eigenvalues of the symmetric PSD matrix C_b^{1/2} C_a C_b^{1/2}
+    (its rounding-negative eigenvalues clipped to 0), which avoids the non-symmetric matrix
+    square root and its complex round-off.
 
     Args:
       features_a: (n_a, d), features_b: (n_b, d) features (n >= 2 each).
-    Returns the distance (>= 0) as a float. From samples it is biased upwards, by about
-    tr-terms of order d / n (Chong & Forsyth 2020): compare figures at equal sample sizes.
+    Returns the distance (>= 0) as a float. From samples it is biased upwards, by a term of
+    order 1 / n (Chong & Forsyth 2020, "Effectively unbiased FID"): compare figures at equal
+    sample sizes.
     """
     a = _features("features_a", features_a, 2)
-    b = _features("features_b", features_b, 2, dim=a.shape[1])
+    b = _features("features_b", features_b, 2, like=("features_a", a))
     moments = [(x.mean(0), np.atleast_2d(np.cov(x, rowvar=False))) for x in (a, b)]
     with jax.enable_x64(True):
         w2 = float(_gaussian_w2(*moments[0], *moments[1]))
@@ -115,7 +119,7 @@ class KernelDistance(NamedTuple):
 
 
 def _cubic_kernel(x, y):
-    """k(x, y) = (x . y / d + 1)^3 (Binkowski et al. 2018, Sec. 4)."""
+    """k(x, y) = (x . y / d + 1)^3, KID's kernel (Binkowski et al. 2018)."""
     return (x @ y.T / x.shape[-1] + 1.0) ** 3
 
 
@@ -146,8 +150,9 @@ def _subsets(key, num_points, num_subsets, subset_size):
 
 def kernel_distance(features_a, features_b, *, num_subsets: int = 1,
                     subset_size: Optional[int] = None, key=None) -> KernelDistance:
-    """Kernel Inception Distance (Binkowski et al. 2018, "Demystifying MMD GANs", Sec. 4 and
-    App. A): the unbiased estimator of MMD^2 (Gretton et al. 2012, Lemma 6),
+    """Kernel Inception Distance (Binkowski et al. 2018, "Demystifying MMD GANs",
+    arXiv:1801.01401, its definition of KID): the unbiased estimator of MMD^2 (Gretton et al.
+    2012, Lemma 6),
 
         mean_{i != j} k(a_i, a_j) + mean_{i != j} k(b_i, b_j) - 2 mean_{i, j} k(a_i, b_j),
 
@@ -161,19 +166,19 @@ def kernel_distance(features_a, features_b, *, num_subsets: int = 1,
         sqrt(4 Var h_a / n_a + 4 Var h_b / n_b) of the U-statistic (h_a(a_i) = mean_{j != i}
         k(a_i, a_j) - mean_l k(a_i, b_l)); it is a proper standard error when the laws
         differ, and about 0 (too small) when they are equal, where the spread is of order
-        1 / n instead of 1 / sqrt(n). Otherwise (Binkowski et al.'s scheme; they use 100
-        subsets of 1000) the value is the mean of the estimates on ``num_subsets`` subsets
-        of ``subset_size`` rows of each set (default ``min(n_a, n_b) // num_subsets``), and
-        ``stderr`` is the standard deviation of the subset estimates over
-        sqrt(num_subsets) (NaN for one subset). When the subsets fit they are disjoint blocks of a random
-        permutation, independent, and ``stderr`` is the estimate's standard error;
+        1 / n instead of 1 / sqrt(n). Otherwise (Binkowski et al.'s subset scheme) the value
+        is the mean of the estimates on ``num_subsets`` subsets of ``subset_size`` rows of
+        each set (default ``min(n_a, n_b) // num_subsets``), and ``stderr`` is the standard
+        deviation of the subset estimates over sqrt(num_subsets) (NaN for one subset). When
+        the subsets fit they are disjoint blocks of a random permutation, independent, and
+        ``stderr`` is the estimate's standard error;
         otherwise each subset is drawn anew (without replacement within it) and ``stderr``
         measures only the subsetting noise, given the two sets.
       key: a ``jax.random.key`` for drawing the subsets (needed with subsets).
     Returns ``KernelDistance(value, stderr)``, floats.
     """
     a = _features("features_a", features_a, 2)
-    b = _features("features_b", features_b, 2, dim=a.shape[1])
+    b = _features("features_b", features_b, 2, like=("features_a", a))
     num_subsets = _check_int("num_subsets", num_subsets, 1)
     with jax.enable_x64(True):
         if num_subsets == 1 and subset_size is None:
@@ -240,11 +245,12 @@ def _covered(points, centres, radii):
 
 def precision_recall(real_features, fake_features, k: int = 3) -> PrecisionRecall:
     """Improved precision and recall (Kynkaanniemi et al. 2019, "Improved precision and
-    recall metric for assessing generative models", eqs. 1-3). The manifold of a set is the
-    union of balls around its points, each of radius the distance to the point's k-th
-    nearest neighbour in the set (k = 3 in the paper). Precision is the fraction of fake
-    points inside the real manifold (how many samples are realistic); recall the fraction
-    of real points inside the fake manifold (how much of the data is covered).
+    recall metric for assessing generative models", arXiv:1904.06991, Sec. 2). The manifold
+    of a set is the union of balls around its points, each of radius the distance to the
+    point's k-th nearest neighbour in the set (k = 3 in the paper). Precision is the
+    fraction of fake points inside the real manifold (how many samples are realistic);
+    recall the fraction of real points inside the fake manifold (how much of the data is
+    covered).
 
     Args:
       real_features: (n_r, d), fake_features: (n_g, d); each set needs more than ``k`` rows.
@@ -255,7 +261,7 @@ def precision_recall(real_features, fake_features, k: int = 3) -> PrecisionRecal
     """
     k = _check_int("k", k, 1)
     real = _features("real_features", real_features, k + 1)
-    fake = _features("fake_features", fake_features, k + 1, dim=real.shape[1])
+    fake = _features("fake_features", fake_features, k + 1, like=("real_features", real))
     precision = _covered(fake, real, _knn_radii(real, k))
     recall = _covered(real, fake, _knn_radii(fake, k))
     return PrecisionRecall(precision, recall)
@@ -271,7 +277,7 @@ def bits_per_dim(key, data, sde, score, *, num_levels: int = 256, method: Option
 
     Images u in {0, ..., K - 1}^d (K = ``num_levels``; 256 for 8-bit pixels) are dequantised
     as v = u + U, U ~ Uniform[0, 1)^d (Theis et al. 2016, "A note on the evaluation of
-    generative models", Sec. 3.1), and mapped to the model's scale by x = v / s - 1 with
+    generative models", arXiv:1511.01844), and mapped to the model's scale by x = v / s - 1 with
     s = (K - 1) / 2 (= 127.5: pixel values u / 127.5 - 1 lie in [-1, 1], the scale of
     DDPM and score-SDE training; dequantised x lies in [-1, 1 + 1 / s)). The discrete model
     P(u) = int_{[0,1)^d} p_v(u + w) dw satisfies, by Jensen's inequality,
