@@ -252,20 +252,23 @@ def test_bits_per_dim_uses_hutchinson_above_64_dimensions_and_checks_pixels():
 
 # ------------------------------------------------------------------------ feature classifier
 
+CLASSIFIER_STEPS = 500
+
 def test_classifier_on_synthetic_images():
-    """Three classes of 4x4 images (Gaussian blobs around class templates): the classifier
-    separates them, and its features have the penultimate width."""
+    """Ten classes of 8x8 images (Gaussian noise around class templates), sized as the
+    digits test below so that the two share one compilation: the classifier separates them,
+    and its features have the penultimate width."""
     rng = np.random.default_rng(8)
-    templates = rng.normal(size=(3, 4, 4))
-    labels = rng.integers(0, 3, 600)
-    images = templates[labels] + 0.5 * rng.normal(size=(600, 4, 4))
-    clf = metrics.digits_classifier(jax.random.key(0), images[:400], labels[:400],
-                                    test_images=images[400:], test_labels=labels[400:],
-                                    hidden=(32, 16), steps=300)
+    templates = rng.normal(size=(10, 8, 8))
+    labels = rng.integers(0, 10, 1797)
+    images = templates[labels] + rng.normal(size=(1797, 8, 8))
+    clf = metrics.digits_classifier(jax.random.key(0), images[:1500], labels[:1500],
+                                    test_images=images[1500:], test_labels=labels[1500:],
+                                    steps=CLASSIFIER_STEPS)
     assert clf.test_accuracy > 0.95
-    assert clf.features(images[:5]).shape == (5, 16)
-    assert clf.logits(images[:5]).shape == (5, 3)
-    with pytest.raises(ValueError, match=r"images must have shape \(n, 4, 4\)"):
+    assert clf.features(images[:5]).shape == (5, 128)
+    assert clf.logits(images[:5]).shape == (5, 10)
+    with pytest.raises(ValueError, match=r"images must have shape \(n, 8, 8\)"):
         clf.features(images[:5, :3])
     with pytest.raises(ValueError, match=r"test_images and test_labels go together"):
         metrics.digits_classifier(jax.random.key(0), images, labels, test_images=images)
@@ -274,7 +277,7 @@ def test_classifier_on_synthetic_images():
 
 
 def test_digits_classifier_features_separate_real_digits_from_a_fitted_gaussian():
-    """On scikit-learn's digits: >= 90% held-out accuracy after a few seconds of training
+    """On scikit-learn's digits: >= 90% held-out accuracy after a second of training
     (measured 0.99), and in its features two halves of the real digits are much closer than
     real digits and a Gaussian fitted to them (measured FD 3.8 against 29)."""
     datasets = pytest.importorskip("sklearn.datasets")
@@ -285,7 +288,7 @@ def test_digits_classifier_features_separate_real_digits_from_a_fitted_gaussian(
     images = digits.images.astype(np.float32)
     clf = metrics.digits_classifier(jax.random.key(0), images[train], digits.target[train],
                                     test_images=images[test], test_labels=digits.target[test],
-                                    steps=1000)
+                                    steps=CLASSIFIER_STEPS)
     assert clf.test_accuracy >= 0.9
     half = digits.target.size // 2
     real_a, real_b = clf.features(images[perm[:half]]), clf.features(images[perm[half:2 * half]])
