@@ -6,8 +6,10 @@ parameterisation, condition and guidance (:mod:`diffusion.networks`),
 PF-ODE and reverse-SDE solvers with time grids, the exact Gaussian flow and analytical
 teleportation (:mod:`diffusion.solvers`), and PF-ODE log-likelihoods
 (:mod:`diffusion.likelihood`), metrics for samples of real images (:mod:`diffusion.metrics`:
-Frechet and kernel distances, precision and recall, bits per dimension), DSM training of a
-small MLP (:mod:`diffusion.training`, :mod:`diffusion.nets`) and the experiment runner (:mod:`diffusion.experiment`, imported on
+Frechet and kernel distances, precision and recall, bits per dimension), training any
+network in any parameterisation, with EMA, condition dropout and checkpoints
+(:mod:`diffusion.training`), a small MLP and U-Net (:mod:`diffusion.nets`) and the
+experiment runner (:mod:`diffusion.experiment`, imported on
 demand). Builds on :mod:`samplers`; ``samplers`` never imports this."""
 from . import metrics, nets, networks, scores
 from .sde import SCHEDULES, SDE, VPSDE, DiscreteVPSDE, SubVPSDE, VESDE
@@ -16,10 +18,10 @@ from .solvers import (ODE_SOLVERS, SDE_SOLVERS, SOLVERS, TIME_GRIDS, check_score
                       gaussian_flow, nfe, sample, solve_ode, solve_sde, teleport, time_grid)
 from .likelihood import log_likelihood
 from .demo import demo_case
-from .training import learned_score, train_score
+from .training import TrainResult, learned_score, train, train_score
 
 __all__ = ["scores", "networks", "metrics", "SDE", "VPSDE", "SubVPSDE", "VESDE", "DiscreteVPSDE",
            "SCHEDULES", "Network", "PREDICTIONS", "ODE_SOLVERS", "SDE_SOLVERS",
            "SOLVERS", "TIME_GRIDS", "check_score", "gaussian_flow", "nfe", "sample",
            "solve_ode", "solve_sde", "teleport", "time_grid", "log_likelihood", "demo_case",
-           "nets", "train_score", "learned_score"]
+           "nets", "train", "TrainResult", "train_score", "learned_score"]

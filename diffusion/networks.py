@@ -42,7 +42,7 @@ import jax.numpy as jnp
 
 from samplers.base import check_positive
 
-__all__ = ["Network", "PREDICTIONS", "eps_function"]
+__all__ = ["Network", "PREDICTIONS", "eps_function", "edm_preconditioning"]
 
 PREDICTIONS = ("eps", "x0", "v", "score", "edm")
 
@@ -77,6 +77,25 @@ def _broadcast_rows(tree, n):
     return jax.tree.map(lambda leaf: jnp.broadcast_to(leaf, (n,) + jnp.shape(leaf)), tree)
 
 
+def edm_preconditioning(sigma, sigma_data):
+    """EDM's preconditioning at noise level ``sigma`` (Karras et al. 2022, Table 1):
+    ``(c_skip, c_out, c_in, c_noise)`` = (sd^2 / (sigma^2 + sd^2), sigma sd / sqrt(sigma^2 +
+    sd^2), 1 / sqrt(sigma^2 + sd^2), ln(sigma) / 4) with sd = ``sigma_data``; the denoiser is
+    D(x; sigma) = c_skip x + c_out F(c_in x; c_noise) (their eq. 7). Elementwise in sigma."""
+    root = jnp.sqrt(sigma ** 2 + sigma_data ** 2)
+    return sigma_data ** 2 / root ** 2, sigma * sigma_data / root, 1.0 / root, jnp.log(sigma) / 4.0
+
+
+def apply_checked(network: Network, params, x, t_in, cond):
+    """``network.apply_fn(params, x, t_in, cond)``, refused (TypeError, while tracing) unless
+    it returns the batch's shape."""
+    out = network.apply_fn(params, x, t_in, cond)
+    if jnp.shape(out) != x.shape:
+        raise TypeError(f"apply_fn must return the prediction for the batch, of shape "
+                        f"{x.shape} for x of shape {x.shape}, got {jnp.shape(out)}")
+    return out
+
+
 def eps_function(sde, network: Network, params, cond=None, null_cond=None,
                  guidance_scale=None) -> Callable:
     """The batched noise prediction ``eps(x, t)`` (x of shape (n, *shape), scalar t) of
@@ -90,16 +109,11 @@ def eps_function(sde, network: Network, params, cond=None, null_cond=None,
     def predict(x, t, c):
         n = x.shape[0]
         if kind == "edm":
-            s = sde.sigma(t) / sde.alpha(t)
-            x_in = x / (sde.alpha(t) * jnp.sqrt(s ** 2 + sd ** 2))
-            t_in = jnp.log(s) / 4.0
+            _, _, c_in, t_in = edm_preconditioning(sde.sigma(t) / sde.alpha(t), sd)
+            x_in = c_in * x / sde.alpha(t)
         else:
             x_in, t_in = x, sde.model_time(t)
-        out = network.apply_fn(params, x_in, jnp.full((n,), t_in, x.dtype), c)
-        if jnp.shape(out) != x.shape:
-            raise TypeError(f"apply_fn must return the prediction for the batch, of shape "
-                            f"{x.shape} for x of shape {x.shape}, got {jnp.shape(out)}")
-        return out
+        return apply_checked(network, params, x_in, jnp.full((n,), t_in, x.dtype), c)
 
     def eps(x, t):
         pred = predict(x, t, cond)

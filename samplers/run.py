@@ -421,8 +421,8 @@ def _load_checkpoint(path, fingerprint, carry_like, records_like):
     with np.load(path) as f:
         if str(f["fingerprint"]) != fingerprint:
             raise ValueError(
-                f"checkpoint {path!r} was written by a different run (another algorithm, key, "
-                "initial position or length); delete it or pass another checkpoint path")
+                f"checkpoint {path!r} was written by a different run (other arguments, key, "
+                "initial values, data or length); delete it or pass another checkpoint path")
 
         def restore(name, like):
             leaves, treedef = jax.tree.flatten(like)

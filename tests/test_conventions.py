@@ -7,7 +7,7 @@ import pytest
 
 PACKAGES = ("samplers", "vi", "diffusion")
 # a loss takes the parameters first, the argument jax.grad differentiates (optax, flax)
-PARAMETERS_FIRST = {"diffusion.training.dsm_loss"}
+PARAMETERS_FIRST = {"diffusion.training.denoising_loss"}
 # the model's own arguments come first and pass through, so the key is NumPyro's keyword
 # rng_key, whose default (jax.random.key(0)) draws the initial point
 KEYWORD_KEY_THAT_DRAWS = {"samplers.numpyro.logdensity"}
