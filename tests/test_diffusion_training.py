@@ -188,8 +188,9 @@ def test_checkpoint_resume_is_bit_identical(tmp_path, monkeypatch):
     assert _equal(resumed, reference)
 
     extended = str(tmp_path / "extended.npz")
-    diffusion.train(*args, checkpoint=extended, **{**kwargs, "steps": 20})
-    assert _equal(diffusion.train(*args, checkpoint=extended, **kwargs), reference)
+    diffusion.train(*args, checkpoint=extended, checkpoint_every=10, **{**kwargs, "steps": 20})
+    assert _equal(diffusion.train(*args, checkpoint=extended, checkpoint_every=10, **kwargs),
+                  reference)
     with pytest.raises(ValueError, match="holds 40 steps"):
         diffusion.train(*args, checkpoint=extended, **{**kwargs, "steps": 30})
     with pytest.raises(ValueError, match="written by a different run"):
@@ -248,12 +249,11 @@ def test_unet_has_the_network_signature(shape, num_classes):
         assert not jnp.allclose(out, apply_fn(params, x, t, jnp.array([2, 0, 1, 0])))
         np.testing.assert_array_equal(apply_fn(params, x, t, None),
                                       apply_fn(params, x, t, jnp.full(4, num_classes)))
-    net = diffusion.Network(apply_fn, prediction="eps")
-    kw = {} if num_classes is None else dict(cond=labels, null_cond=num_classes,
-                                             guidance_scale=2.0)
-    xs = diffusion.sample(jax.random.key(3), SDE, net, 4, shape=shape, params=params,
-                          solver="dpm_solver_pp_2m", num_steps=3, **kw)
-    assert xs.shape == (4,) + shape and bool(jnp.all(jnp.isfinite(xs)))
+    if shape == (16, 16, 3) and num_classes is None:  # sampling compiles: once here, once
+        net = diffusion.Network(apply_fn, prediction="eps")   # guided after training below
+        xs = diffusion.sample(jax.random.key(3), SDE, net, 4, shape=shape, params=params,
+                              solver="dpm_solver_pp_2m", num_steps=3)
+        assert xs.shape == (4,) + shape and bool(jnp.all(jnp.isfinite(xs)))
 
 
 def test_unet_bad_arguments():
@@ -267,19 +267,26 @@ def test_unet_bad_arguments():
 
 
 def test_conditional_unet_trains_with_dropout():
-    """A class-conditional U-Net (widths 8, 16) on two classes of 8x8 images (a constant
-    +-1 image plus noise 0.3): 60 steps with condition dropout lower the loss."""
+    """A class-conditional U-Net (one resolution, width 8) on two classes of 8x8 images (a
+    constant +-1 image plus noise 0.3): 30 steps with condition dropout lower the loss by
+    more than 30% (measured: 51 to 17 over the first and last 10 steps; the output layer
+    starts at zero, so the first loss is about d = 64); guided sampling with its EMA
+    parameters gives finite images."""
     labels = np.arange(256) % 2
     images = (2.0 * labels - 1.0)[:, None, None, None] + 0.3 * np.random.default_rng(0) \
         .standard_normal((256, 8, 8, 1))
-    params, apply_fn = nets.unet(jax.random.key(0), (8, 8, 1), (8, 16), num_classes=2)
-    result = diffusion.train(jax.random.key(1), images.astype(np.float32), SDE,
-                             diffusion.Network(apply_fn, prediction="eps"), params, steps=60,
-                             batch_size=32, optimizer=optax.adam(3e-3), cond=labels,
+    params, apply_fn = nets.unet(jax.random.key(0), (8, 8, 1), (8,), num_classes=2)
+    net = diffusion.Network(apply_fn, prediction="eps")
+    result = diffusion.train(jax.random.key(1), images.astype(np.float32), SDE, net, params,
+                             steps=30, batch_size=16, optimizer=optax.adam(3e-3), cond=labels,
                              null_cond=2, cond_drop=0.2)
     first, last = float(result.losses[:10].mean()), float(result.losses[-10:].mean())
     assert last < 0.7 * first, (first, last)
     assert jax.tree.structure(result.ema_params) == jax.tree.structure(params)
+    xs = diffusion.sample(jax.random.key(3), SDE, net, 4, shape=(8, 8, 1),
+                          params=result.ema_params, cond=jnp.array([0, 1, 0, 1]), null_cond=2,
+                          guidance_scale=2.0, solver="dpm_solver_pp_2m", num_steps=3)
+    assert xs.shape == (4, 8, 8, 1) and bool(jnp.all(jnp.isfinite(xs)))
 
 
 def test_unet_on_digits_reduces_the_loss():
