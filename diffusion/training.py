@@ -49,7 +49,7 @@ from .scores import from_noise_predictor
 from .solvers import _check_sde, _check_times
 
 __all__ = ["TrainResult", "train", "draw_batch", "denoising_loss", "train_score",
-           "learned_score", "EDM_P_MEAN", "EDM_P_STD"]
+           "learned_score"]
 
 EDM_P_MEAN = -1.2  # Karras et al. 2022, Table 1: ln sigma ~ N(P_mean, P_std^2) in training
 EDM_P_STD = 1.2

@@ -27,6 +27,7 @@ import pytest
 import diffusion
 from diffusion import nets, training
 from diffusion.networks import eps_function
+from checkpointing import crash_on_save
 
 ROOT = Path(__file__).resolve().parents[1]
 SDE = diffusion.VPSDE()
@@ -166,20 +167,10 @@ def test_checkpoint_resume_is_bit_identical(tmp_path, monkeypatch):
     args = (jax.random.key(4), DATA, SDE, NETS["v"], INIT)
     reference = diffusion.train(*args, **kwargs)
     path = str(tmp_path / "train.npz")
-    saves, real_save = [], training._save_checkpoint
-
-    def crash_on_third(*a):
-        saves.append(a[2])
-        if len(saves) == 3:   # a partial temporary file, no rename
-            with open(f"{path}.tmp", "wb") as f:
-                f.write(b"partial")
-            raise KeyboardInterrupt
-        real_save(*a)
-
-    monkeypatch.setattr(training, "_save_checkpoint", crash_on_third)
+    saves = crash_on_save(monkeypatch, training, path, 3)   # a partial file, no rename
     with pytest.raises(KeyboardInterrupt):
         diffusion.train(*args, checkpoint=path, checkpoint_every=10, **kwargs)
-    monkeypatch.setattr(training, "_save_checkpoint", real_save)
+    monkeypatch.undo()
     assert saves == [10, 20, 30]
     with np.load(path) as f:
         assert int(f["draws_done"]) == 20

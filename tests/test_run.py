@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import samplers
+from checkpointing import crash_on_save
 
 run_module = importlib.import_module("samplers.run")  # the module, not samplers.run()
 
@@ -149,20 +150,10 @@ def test_checkpoint_resume_is_bit_identical(tmp_path, monkeypatch):
     reference = _run(num_steps=60, num_warmup=20, thin=2)
     kwargs = dict(num_steps=60, num_warmup=20, thin=2, checkpoint=path, checkpoint_every=10)
 
-    saves, real_save = [], run_module._save_checkpoint
-
-    def crash_on_fourth(*args):
-        saves.append(args[2])
-        if len(saves) == 4:  # crash mid-write: a partial temporary file, no rename
-            with open(f"{path}.tmp", "wb") as f:
-                f.write(b"partial")
-            raise KeyboardInterrupt
-        real_save(*args)
-
-    monkeypatch.setattr(run_module, "_save_checkpoint", crash_on_fourth)
+    saves = crash_on_save(monkeypatch, run_module, path, 4)  # a partial file, no rename
     with pytest.raises(KeyboardInterrupt):
         _run(**kwargs)
-    monkeypatch.setattr(run_module, "_save_checkpoint", real_save)
+    monkeypatch.undo()
     assert saves == [0, 5, 10, 15] and os.path.exists(path)
     resumed = _run(**kwargs)  # resumes from the last good checkpoint (10 draws)
     assert _leaves_equal(resumed.positions, reference.positions)
