@@ -9,22 +9,24 @@ t ~ U[t_min, t_max], a minibatch's loss is the mean over its points of the squar
 summed over the event dimensions, where the residual is (:func:`denoising_loss`)
 
 * ``"eps"``: eps_theta - e (Ho et al. 2020, eq. 14: DSM with weight lambda(t) = sigma_t^2);
-* ``"x0"``: x0_theta - x_0 (the eps loss weighted by the SNR alpha_t^2 / sigma_t^2);
-* ``"v"``: v_theta - (alpha_t e - sigma_t x_0) (Salimans & Ho 2022, Sec. 4 and App. D: the
-  eps loss weighted by SNR + 1 for VP);
+* ``"x0"``: x0_theta - x_0;
+* ``"v"``: v_theta - (alpha_t e - sigma_t x_0) (Salimans & Ho 2022, Sec. 4);
 * ``"score"``: sigma_t s_theta + e (Song et al. 2021, eq. 7 with lambda(t) = sigma_t^2);
 * ``"edm"`` (Karras et al. 2022, Table 1 and eq. 8): ln sigma ~ N(P_mean, P_std^2) with
-  P_mean = -1.2, P_std = 1.2, x~ = x_0 + sigma e in EDM's scale, and the residual
-  F_theta(c_in x~; c_noise) - (x_0 - c_skip x~) / c_out: their loss lambda(sigma) ||D - x_0||^2
-  with lambda = (sigma^2 + sd^2) / (sigma sd)^2 = 1 / c_out^2, written in F. sigma is drawn
-  as EDM does, not from t: the network sees only (c_in x~, c_noise), which is how
-  :func:`diffusion.networks.eps_function` calls it under any SDE, so ``t_min``/``t_max`` do
-  not apply.
+  P_mean = -1.2, P_std = 1.2 (``EDM_P_MEAN``, ``EDM_P_STD``), x~ = x_0 + sigma e in EDM's
+  scale, and the residual F_theta(c_in x~; c_noise) - (x_0 - c_skip x~) / c_out: their loss
+  lambda(sigma) ||D - x_0||^2 with lambda = (sigma^2 + sd^2) / (sigma sd)^2 = 1 / c_out^2,
+  written in F. sigma is drawn as EDM does, not from t: the network sees only (c_in x~,
+  c_noise), which is how :func:`diffusion.networks.eps_function` calls it under any SDE, so
+  ``t_min``/``t_max`` do not apply.
 
-Every target's minimiser is the same conditional expectation (E[e | x_t] and its affine
-images), so a network trained in one form samples through the conversions of
-:mod:`diffusion.networks`. :func:`train_score` keeps the built-in MLP's API on top of
-:func:`train`; :func:`learned_score` turns its parameters into a per-point score.
+As weights on the data-prediction error ||x0_theta - x_0||^2 these are SNR = alpha_t^2 /
+sigma_t^2 (eps, score), 1 (x0), SNR + 1 (v, for VP: the "SNR+1" weighting of Salimans & Ho
+2022, Sec. 4) and 1/sigma^2 + 1/sd^2 (EDM). Every target's minimiser is the same conditional
+expectation (E[e | x_t] and its affine images), so a network trained in one form samples
+through the conversions of :mod:`diffusion.networks`. :func:`train_score` keeps the built-in
+MLP's API on top of :func:`train`; :func:`learned_score` turns its parameters into a
+per-point score.
 """
 from __future__ import annotations
 

@@ -161,8 +161,9 @@ def _equal(a, b):
 
 def test_checkpoint_resume_is_bit_identical(tmp_path, monkeypatch):
     """40 steps straight == crash after the 20-step checkpoint, resume with the same
-    arguments; == 20 steps, then the same call with steps=40 (an extension). The file is
-    replaced atomically: a crash mid-write leaves the last good checkpoint."""
+    arguments; == 20 steps, then the same call with steps=40 (an extension); == the run cut
+    into 20 chunks for a progress bar. The file is replaced atomically: a crash mid-write
+    leaves the last good checkpoint."""
     kwargs = dict(steps=40, batch_size=64, ema=0.9)
     args = (jax.random.key(4), DATA, SDE, NETS["v"], INIT)
     reference = diffusion.train(*args, **kwargs)
@@ -177,6 +178,7 @@ def test_checkpoint_resume_is_bit_identical(tmp_path, monkeypatch):
     resumed = diffusion.train(*args, checkpoint=path, checkpoint_every=10, **kwargs)
     assert not os.path.exists(f"{path}.tmp")
     assert _equal(resumed, reference)
+    assert _equal(diffusion.train(*args, progress=True, **kwargs), reference)  # chunks of 2
 
     extended = str(tmp_path / "extended.npz")
     diffusion.train(*args, checkpoint=extended, checkpoint_every=10, **{**kwargs, "steps": 20})
