@@ -77,10 +77,8 @@ def draw_batch(key, data, cond, null_cond, *, batch_size: int, cond_drop):
     ``null_cond=None`` drops nothing. Returns ``(x0, cond_batch)``. Pure and jittable."""
     k_rows, k_drop = jax.random.split(key)
     rows = jax.random.randint(k_rows, (batch_size,), 0, data.shape[0])
-    if cond is None:
-        return data[rows], None
     batch = jax.tree.map(lambda leaf: leaf[rows], cond)
-    if null_cond is None:
+    if cond is None or null_cond is None:
         return data[rows], batch
     drop = jax.random.bernoulli(k_drop, cond_drop, (batch_size,))
 

@@ -112,6 +112,27 @@ def test_each_target_reaches_the_known_optimum(kind):
     assert l_tr - l_opt < 0.05 * (l0 - l_opt), (l0, l_opt, l_tr)
 
 
+def test_discrete_schedule_trains_on_timestep_indices():
+    """Under DDPM's discrete schedule the network gets the timestep index N t - 1: an eps
+    network that reads alpha from the index (log sqrt(cumprod(1 - beta)) interpolated in the
+    index, written here) reaches the optimum as on the continuous SDE (distance ratio
+    measured 0.036)."""
+    betas = np.linspace(1e-4, 0.02, 1000)
+    log_alpha_n = jnp.asarray(0.5 * np.log(np.cumprod(1.0 - betas)), jnp.float32)
+
+    def apply(params, x, index, cond):
+        log_a = jnp.interp(index, jnp.arange(1000.0), log_alpha_n)[:, None]
+        a, s = jnp.exp(log_a), jnp.sqrt(-jnp.expm1(2.0 * log_a))
+        mu, v = params["mu"], jnp.exp(params["log_var"])
+        return s * (x - a * mu) / (a ** 2 * v + s ** 2)
+
+    sde = diffusion.DiscreteVPSDE.from_betas(betas)
+    result = diffusion.train(jax.random.key(0), DATA, sde, diffusion.Network(apply), INIT,
+                             steps=300, batch_size=256, ema=None,
+                             optimizer=optax.adam(optax.cosine_decay_schedule(0.05, 300)))
+    assert _dist(result.params) < 0.1 * _dist(INIT), (_dist(result.params), _dist(INIT))
+
+
 def test_ema_is_the_closed_form_average():
     """With an optimizer whose update is a constant c (params_k = params_0 + k c), the EMA
     of decay d after K steps is d^K p_0 + (1 - d) sum_k d^(K-k) (p_0 + k c)."""
