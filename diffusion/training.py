@@ -42,8 +42,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from samplers.base import as_float, check_positive
-from samplers.run import _load_checkpoint, _save_checkpoint
+from samplers.base import as_float
+from samplers.checkpoint import load as _load_checkpoint, save as _save_checkpoint
 
 from .nets import MLP
 from .networks import Network, apply_checked, check_conditions, edm_preconditioning

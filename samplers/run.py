@@ -30,6 +30,7 @@ from jax.flatten_util import ravel_pytree
 
 from . import adaptation
 from .base import Algorithm, PyTree, check_finite_position, check_key, tree_all_finite
+from .checkpoint import load as _load_checkpoint, save as _save_checkpoint
 from .data import Minibatches
 from .trace import Trace
 
@@ -390,49 +391,6 @@ def _whole(algorithm, key, initial_position, params, batches, run_id, *, options
 
 
 # ------------------------------------------------------------------------- checkpoints
-
-def _to_numpy(leaf):
-    if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
-        return np.asarray(jax.random.key_data(leaf))
-    return np.asarray(leaf)
-
-
-def _from_numpy(array, like):
-    if jax.dtypes.issubdtype(like.dtype, jax.dtypes.prng_key):
-        return jax.random.wrap_key_data(jnp.asarray(array), impl=jax.random.key_impl(like))
-    return jnp.asarray(array, dtype=like.dtype)
-
-
-def _save_checkpoint(path, fingerprint, draws_done, carry, records):
-    """Write atomically: a temporary file, fsync, then rename over the last checkpoint."""
-    arrays = {"fingerprint": np.asarray(fingerprint), "draws_done": np.asarray(draws_done)}
-    for name, tree in (("carry", carry), ("records", records)):
-        for i, leaf in enumerate(jax.tree.leaves(tree)):
-            arrays[f"{name}_{i}"] = _to_numpy(leaf)
-    tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _load_checkpoint(path, fingerprint, carry_like, records_like):
-    with np.load(path) as f:
-        if str(f["fingerprint"]) != fingerprint:
-            raise ValueError(
-                f"checkpoint {path!r} was written by a different run (other arguments, key, "
-                "initial values, data or length); delete it or pass another checkpoint path")
-
-        def restore(name, like):
-            leaves, treedef = jax.tree.flatten(like)
-            return jax.tree.unflatten(
-                treedef, [_from_numpy(f[f"{name}_{i}"], x) for i, x in enumerate(leaves)])
-
-        draws_done = int(f["draws_done"])
-        records = restore("records", records_like) if draws_done else None
-        return draws_done, restore("carry", carry_like), records
-
 
 def _fingerprint(algorithm, key, positions, params, **config) -> str:
     digest = hashlib.sha256(repr((algorithm.name, sorted(config.items()))).encode())
