@@ -37,37 +37,56 @@ from .networks import Network, check_conditions, eps_function
 from .sde import SDE, VESDE, VPSDE, DiscreteVPSDE
 from .scores import gaussian_data
 
-__all__ = ["ODE_SOLVERS", "SDE_SOLVERS", "SOLVERS", "TIME_GRIDS", "nfe", "time_grid",
-           "solve_ode", "solve_sde", "sample", "gaussian_flow", "teleport", "check_score"]
+__all__ = ["ODE_SOLVERS", "SDE_SOLVERS", "SOLVERS", "X0_SOLVERS", "TIME_GRIDS", "DEFAULT_SOLVER",
+           "nfe", "time_grid", "solve_ode", "solve_sde", "sample", "threshold_x0",
+           "gaussian_flow", "teleport", "check_score"]
 
-# name -> (score evaluations per step, default grid, stochastic?)
+# name -> (score evaluations per step, default grid, stochastic?, data prediction?): the
+# data-prediction solvers step with x0 = (x - sigma_t eps)/alpha_t, which clip_x0= and
+# dynamic_threshold= act on
 _SPEC = {
-    "euler": (1, "uniform", False),
-    "heun": (2, "uniform", False),
-    "rk4": (4, "uniform", False),
-    "ddim": (1, "logsnr", False),
-    "dpm_solver_1": (1, "logsnr", False),
-    "dpm_solver_2": (2, "logsnr", False),
-    "dpm_solver_3": (3, "logsnr", False),
-    "dpm_solver_pp_2m": (1, "logsnr", False),
-    "li_accelerated": (1, "logsnr", False),
-    "euler_maruyama": (1, "uniform", True),
-    "ddpm": (1, "uniform", True),
-    "li_accelerated_sde": (1, "uniform", True),
-    "pc": (2, "uniform", True),
+    "euler": (1, "uniform", False, False),
+    "heun": (2, "uniform", False, False),
+    "rk4": (4, "uniform", False, False),
+    "ddim": (1, "logsnr", False, False),
+    "dpm_solver_1": (1, "logsnr", False, False),
+    "dpm_solver_2": (2, "logsnr", False, False),
+    "dpm_solver_3": (3, "logsnr", False, False),
+    "dpm_solver_pp_2m": (1, "logsnr", False, True),
+    "dpm_solver_pp_2s": (2, "logsnr", False, True),
+    "dpm_solver_pp_3m": (1, "logsnr", False, True),
+    "unipc_2": (1, "logsnr", False, True),
+    "unipc_3": (1, "logsnr", False, True),
+    "edm_heun": (2, "karras", False, True),
+    "li_accelerated": (1, "logsnr", False, False),
+    "euler_maruyama": (1, "uniform", True, False),
+    "ddpm": (1, "uniform", True, True),
+    "euler_ancestral": (1, "karras", True, True),
+    "dpm_solver_pp_2m_sde": (1, "logsnr", True, True),
+    "edm_stochastic": (2, "karras", True, True),
+    "li_accelerated_sde": (1, "uniform", True, False),
+    "pc": (2, "uniform", True, False),
 }
+# evaluations of a solver's starting procedure, once, on top of the per-step count
+_START_NFE = {"dpm_solver_pp_3m": 1}
+# solver options (keyword arguments of solve_sde / sample) and their defaults: EDM's churn
+# (Karras et al. 2022, Algorithm 2) with the settings of their ImageNet-64 model
+_OPTIONS = {"edm_stochastic": {"S_churn": 40.0, "S_tmin": 0.05, "S_tmax": 50.0,
+                               "S_noise": 1.003}}
 PC_SNR = 0.16  # score_sde's configs for the Langevin corrector
 ODE_SOLVERS = tuple(k for k, v in _SPEC.items() if not v[2])
 SDE_SOLVERS = tuple(k for k, v in _SPEC.items() if v[2])
 SOLVERS = ODE_SOLVERS + SDE_SOLVERS
+X0_SOLVERS = tuple(k for k, v in _SPEC.items() if v[3])
 TIME_GRIDS = ("uniform", "logsnr", "karras")
 KARRAS_RHO = 7.0
 
 
-def nfe(solver: str, num_steps: int) -> int:
-    """Number of score evaluations of ``num_steps`` steps of ``solver``."""
+def nfe(solver: str, num_steps: int, denoise_final: bool = False) -> int:
+    """Number of score evaluations of ``num_steps`` steps of ``solver`` (plus the final
+    denoising evaluation with ``denoise_final=True``)."""
     _check_solver(solver, SOLVERS)
-    return _SPEC[solver][0] * int(num_steps)
+    return _SPEC[solver][0] * int(num_steps) + _START_NFE.get(solver, 0) + bool(denoise_final)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -221,6 +240,10 @@ def time_grid(sde, num_steps: int, kind: str = "uniform", *, t_min=None, t_max=N
 class _Ctx(NamedTuple):
     sde: object
     eps: Callable  # batched noise prediction: (n, *shape), scalar t -> (n, *shape)
+    x0: Callable   # data prediction (x - sigma eps)/alpha, clipped or thresholded if asked
+    num_steps: jax.Array
+    t_max: jax.Array
+    options: dict  # the solver's options (_OPTIONS), traced
 
 
 def _score(c, x, t):
@@ -231,17 +254,17 @@ def _vel(c, x, t):
     return c.sde.pf_ode_drift(x, t, _score(c, x, t))
 
 
-def _euler(c, x, s, t, carry, first, key):
+def _euler(c, x, s, t, carry, i, key):
     return x + (t - s) * _vel(c, x, s), carry
 
 
-def _heun(c, x, s, t, carry, first, key):
+def _heun(c, x, s, t, carry, i, key):
     k1 = _vel(c, x, s)
     k2 = _vel(c, x + (t - s) * k1, t)
     return x + 0.5 * (t - s) * (k1 + k2), carry
 
 
-def _rk4(c, x, s, t, carry, first, key):
+def _rk4(c, x, s, t, carry, i, key):
     dt = t - s
     m = s + 0.5 * dt
     k1 = _vel(c, x, s)
@@ -251,7 +274,7 @@ def _rk4(c, x, s, t, carry, first, key):
     return x + dt / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4), carry
 
 
-def _ddim(c, x, s, t, carry, first, key):
+def _ddim(c, x, s, t, carry, i, key):
     """DDIM = DPM-Solver-1 (Lu et al. 2022, eq. 3.7): x_t = (a_t/a_s) x - s_t (e^h - 1) eps."""
     sde = c.sde
     h = sde.log_snr(t) - sde.log_snr(s)
@@ -259,7 +282,7 @@ def _ddim(c, x, s, t, carry, first, key):
     return x_t, carry
 
 
-def _dpm2(c, x, s, t, carry, first, key):
+def _dpm2(c, x, s, t, carry, i, key):
     """DPM-Solver-2 (Lu et al. 2022, Algorithm 1, r1 = 1/2)."""
     sde = c.sde
     ls = sde.log_snr(s)
@@ -272,7 +295,7 @@ def _dpm2(c, x, s, t, carry, first, key):
     return x_t, carry
 
 
-def _dpm3(c, x, s, t, carry, first, key):
+def _dpm3(c, x, s, t, carry, i, key):
     """DPM-Solver-3 (Lu et al. 2022, Algorithm 2, r1 = 1/3, r2 = 2/3)."""
     sde = c.sde
     r1, r2 = 1.0 / 3.0, 2.0 / 3.0
@@ -294,21 +317,210 @@ def _dpm3(c, x, s, t, carry, first, key):
     return x_t, carry
 
 
-def _dpmpp2m(c, x, s, t, carry, first, key):
-    """DPM-Solver++(2M) (Lu et al. 2022b, "DPM-Solver++", Algorithm 2): multistep, data
-    prediction D = (x - sigma eps)/alpha, x_t = (s_t/s_s) x - a_t (e^{-h} - 1) Dbar."""
+# Data prediction. With D(lambda) = x0(x_lambda, t_lambda), the PF-ODE's exact solution from
+# s to t (h = lambda_t - lambda_s > 0) is (Lu et al. 2022b, "DPM-Solver++", arXiv 2211.01095,
+# Sec. 4, variation of constants in lambda)
+#   x_t = (sigma_t/sigma_s) x_s + alpha_t int_0^h e^{-(h-u)} D(lambda_s + u) du,
+# and a polynomial D(lambda_s + u) = sum_k D^(k) u^k/k! integrates to sum_k I_k(h) D^(k) with
+# I_k(h) = int_0^h e^{-(h-u)} u^k/k! du (I_0 = 1 - e^{-h}, I_k = h^k/k! - I_{k-1}).
+
+def _exp_integrals(h, kmax):
+    """[I_0(h), ..., I_kmax(h)]: the recursion for h >= 1, the series
+    I_k = sum_j (-1)^j h^(k+1+j)/(k+1+j)! below (the recursion cancels there: I_k ~ h^(k+1))."""
+    small = jnp.minimum(h, 1.0)
+    out, rec = [], -jnp.expm1(-h)
+    for k in range(kmax + 1):
+        series = sum((-1) ** j * small ** (k + 1 + j) / float(math.factorial(k + 1 + j))
+                     for j in range(16))
+        if k:
+            rec = h ** k / float(math.factorial(k)) - rec
+        out.append(jnp.where(h < 1.0, series, rec))
+    return out
+
+
+def _first_order_pp(sde, x, s, t, d_s):
+    """DPM-Solver++(1) from s to t with the data prediction d_s: the exact solution for a
+    constant D, (sigma_t/sigma_s) x - alpha_t (e^{-h} - 1) d_s."""
+    h = sde.log_snr(t) - sde.log_snr(s)
+    return sde.sigma(t) / sde.sigma(s) * x - sde.alpha(t) * jnp.expm1(-h) * d_s
+
+
+def _dbar_2m(d_s, d_prev, h, h_prev, i):
+    """DPM-Solver++(2M)'s combined data prediction (Lu et al. 2022b, Algorithm 2):
+    (1 + 1/(2r)) D_s - 1/(2r) D_prev with r = h_prev / h; D_s on the first step."""
+    r = h_prev / h
+    return jnp.where(i == 0, d_s, (1.0 + 0.5 / r) * d_s - (0.5 / r) * d_prev)
+
+
+def _dpmpp2m(c, x, s, t, carry, i, key):
+    """DPM-Solver++(2M) (Lu et al. 2022b, Algorithm 2): multistep, data prediction
+    D = (x - sigma eps)/alpha, x_t = (s_t/s_s) x - a_t (e^{-h} - 1) Dbar."""
+    d_prev, h_prev = carry
+    h = c.sde.log_snr(t) - c.sde.log_snr(s)
+    d_s = c.x0(x, s)
+    return _first_order_pp(c.sde, x, s, t, _dbar_2m(d_s, d_prev, h, h_prev, i)), (d_s, h)
+
+
+def _two_s(c, x, s, t, d_s):
+    """DPM-Solver++(2S) from s to t given the data prediction d_s at (x, s)."""
+    sde = c.sde
+    s1 = sde.t_of_log_snr(0.5 * (sde.log_snr(s) + sde.log_snr(t)))
+    return _first_order_pp(sde, x, s, t, c.x0(_first_order_pp(sde, x, s, s1, d_s), s1))
+
+
+def _dpmpp2s(c, x, s, t, carry, i, key):
+    """DPM-Solver++(2S) (Lu et al. 2022b, Algorithm 1, r = 1/2): a first-order step to the
+    half-way log-SNR point s1, then the step from s with the data prediction there
+    ((1 - 1/(2r)) D_s + 1/(2r) D_s1 = D_s1 at r = 1/2). 2 NFE per step."""
+    return _two_s(c, x, s, t, c.x0(x, s)), carry
+
+
+def _dpmpp3m(c, x, s, t, carry, i, key):
+    """DPM-Solver++(3M) (Lu et al. 2022b, the multistep method of order 3): D interpolated by
+    the quadratic through the last three data predictions (nodes u = 0, -h1, -h1 - h2 in
+    u = lambda - lambda_s) and integrated exactly: x_t = (sigma_t/sigma_s) x + alpha_t
+    (I_0 D_s + I_1 P'(0) + I_2 P''(0)), with Newton's divided differences
+    P'(0) = f[0, -h1] + h1 f[0, -h1, -h1-h2], P''(0) = 2 f[0, -h1, -h1-h2]; the line through
+    two points on the second step. An order-3 multistep method needs starting values with
+    error O(h^3): the first step is DPM-Solver++(2S), one more evaluation (a first-order
+    start, local error O(h^2), makes the method order 2: measured slope 2.00 from t = 0.3).
+    1 NFE per step, plus 1."""
+    sde = c.sde
+    d_p1, d_p2, h1, h2 = carry
+    h = sde.log_snr(t) - sde.log_snr(s)
+    d_s = c.x0(x, s)
+
+    def multistep(_):
+        f01 = (d_s - d_p1) / h1
+        f012 = (f01 - (d_p1 - d_p2) / h2) / (h1 + h2)
+        dd1 = f01 + jnp.where(i >= 2, h1, 0.0) * f012
+        dd2 = jnp.where(i >= 2, 2.0 * f012, 0.0)
+        i0, i1, i2 = _exp_integrals(h, 2)
+        return sde.sigma(t) / sde.sigma(s) * x + sde.alpha(t) * (i0 * d_s + i1 * dd1 + i2 * dd2)
+
+    x_t = jax.lax.cond(i == 0, lambda _: _two_s(c, x, s, t, d_s), multistep, None)
+    return x_t, (d_s, d_p1, h, h1)
+
+
+def _unipc_update(sde, x_b, t_b, lam_b, t, d_b, points, order):
+    """One UniP / UniC update (Zhao et al. 2023, "UniPC", arXiv 2302.04867, Sec. 3, in its
+    data-prediction form) from the node t_b (state x_b, half log-SNR lam_b, data prediction
+    d_b) to t, with h = lambda_t - lam_b and the points (lambda_m, D_m), r_m = (lambda_m -
+    lam_b)/h:
+    x_t = (sigma_t/sigma_b) x_b + alpha_t [I_0 d_b + B(h) sum_m a_m (D_m - d_b)/r_m],
+    where the a_m solve sum_m a_m r_m^(k-1) = k! I_k(h) / (h^k B(h)), k = 1 .. q (the Taylor
+    terms of the exact solution matched up to D^(q)) for the first q points. One point: a_1 =
+    1/2, the h -> 0 limit of its equation, with bh2's B(h) = 1 - e^{-h} (the paper's
+    B(h) = e^h - 1 in noise prediction); more points: solved exactly (B cancels). ``order``
+    (traced, 1 .. len(points) + 1) is q + 1, order 1 being DPM-Solver++(1)."""
+    h = sde.log_snr(t) - lam_b
+    ints = _exp_integrals(h, len(points))
+    g = jnp.stack([float(math.factorial(k)) * ints[k] / h ** k for k in range(1, len(points) + 1)])
+    r = jnp.stack([(lam_m - lam_b) / h for lam_m, _ in points])
+    diffs = [(d_m - d_b) / r[m] for m, (_, d_m) in enumerate(points)]
+    out = ints[0] * d_b
+    for q in range(1, len(points) + 1):
+        if q == 1:
+            corr = ints[0] * 0.5 * diffs[0]
+        else:
+            a = jnp.linalg.solve(r[None, :q] ** jnp.arange(q)[:, None], g[:q])
+            corr = sum(a[m] * diffs[m] for m in range(q))
+        out = out + jnp.where(order == q + 1, corr, 0.0)
+    return sde.sigma(t) / sde.sigma(t_b) * x_b + sde.alpha(t) * out
+
+
+def _unipc(p):
+    """UniPC-p with B(h) = 1 - e^{-h} (bh2) (Zhao et al. 2023, Sec. 3: UniP-p predictor and
+    UniC-p corrector; data prediction), 1 NFE per step: the evaluation D_i at the predicted
+    x~_i serves both the corrector of the step that reached it (x_i^c = UniC from x_{i-1}^c
+    with the points D_i (r = 1), D_{i-2}, ...) and the predictor of the next step (from x_i^c
+    with the points D_{i-1}, ...). Orders ramp up 1, 2, ... to p over the first steps; the
+    last step is not corrected (that would need one more evaluation)."""
+
+    def step(c, x, s, t, carry, i, key):
+        sde = c.sde
+        # corrected state, time and log-SNR of the last node; its data prediction and the
+        # p - 1 before it (newest first), with their log-SNRs
+        x_prev, t_prev, lam_prev, ds, lams = carry
+        d_s = c.x0(x, s)
+        lam_s = sde.log_snr(s)
+        older = list(zip(lams[1:], ds[1:]))
+        x_c = _unipc_update(sde, x_prev, t_prev, lam_prev, s, ds[0], [(lam_s, d_s)] + older,
+                            jnp.minimum(p, i) + 1)
+        x_c = jnp.where(i == 0, x, x_c)
+        x_t = _unipc_update(sde, x_c, s, lam_s, t, d_s, list(zip(lams, ds))[:p - 1],
+                            jnp.minimum(p, i + 1))
+        return x_t, (x_c, s, lam_s, (d_s,) + ds[:-1], (lam_s,) + lams[:-1])
+
+    return step
+
+
+def _edm_heun_from(c, y, sg, t_from, t):
+    """One step of Heun's method (Karras et al. 2022, Algorithm 1, lines 4-8) for
+    dy/dsigma = (y - D(y; sigma))/sigma in EDM's scale y = x/alpha, sigma = sigma_t/alpha_t,
+    from (y, sg) at time t_from to time t; returns x_t = alpha_t y_t."""
+    sde = c.sde
+    a_t = sde.alpha(t)
+    sg_t = sde.sigma(t) / a_t
+    d = (y - c.x0(sde.alpha(t_from) * y, t_from)) / sg
+    y_e = y + (sg_t - sg) * d
+    d_t = (y_e - c.x0(a_t * y_e, t)) / sg_t
+    return a_t * (y + (sg_t - sg) * 0.5 * (d + d_t))
+
+
+def _edm_heun(c, x, s, t, carry, i, key):
+    """EDM's deterministic sampler (Karras et al. 2022, Algorithm 1): Heun's method in the
+    noise level sigma = sigma_t/alpha_t on the scale x/alpha_t (its Euler step is DDIM), on
+    the Karras grid (eq. 5, rho = 7) by default. Every step is a Heun step: the grid ends at
+    t_min > 0 (``denoise_final=True`` is the paper's last step to sigma = 0, an Euler step
+    that returns D). 2 NFE per step."""
+    a_s = c.sde.alpha(s)
+    return _edm_heun_from(c, x / a_s, c.sde.sigma(s) / a_s, s, t), carry
+
+
+def _edm_stochastic(c, x, s, t, carry, i, key):
+    """EDM's stochastic sampler (Karras et al. 2022, Algorithm 2): with
+    gamma = min(S_churn/N, sqrt(2) - 1) where S_tmin <= sigma_s <= S_tmax (else 0), raise the
+    noise level to sigma^ = (1 + gamma) sigma_s by adding N(0, S_noise^2 (sigma^2 - sigma_s^2))
+    noise to y = x/alpha_s, then take the Heun step of Algorithm 1 from sigma^ to sigma_t.
+    sigma^ is capped at the SDE's noise level at t_max (the SDE, and the network, end
+    there). 2 NFE per step."""
+    sde = c.sde
+    o = c.options
+    a_s = sde.alpha(s)
+    sg = sde.sigma(s) / a_s
+    sg_max = sde.sigma(c.t_max) / sde.alpha(c.t_max)
+    gamma = jnp.where((o["S_tmin"] <= sg) & (sg <= o["S_tmax"]),
+                      jnp.minimum(o["S_churn"] / c.num_steps, math.sqrt(2.0) - 1.0), 0.0)
+    sg_hat = jnp.minimum((1.0 + gamma) * sg, jnp.maximum(sg_max, sg))
+    churned = sg_hat > sg
+    t_hat = jnp.where(churned, sde.t_of_log_snr(-jnp.log(sg_hat)), s).astype(s.dtype)
+    noise = jax.random.normal(key, x.shape, x.dtype)
+    y = x / a_s + o["S_noise"] * jnp.sqrt(jnp.maximum(sg_hat ** 2 - sg ** 2, 0.0)) * noise
+    return _edm_heun_from(c, y, jnp.where(churned, sg_hat, sg), t_hat, t), carry
+
+
+def _dpmpp2m_sde(c, x, s, t, carry, i, key):
+    """DPM-Solver++(2M) for the reverse SDE (the SDE counterpart of Lu et al. 2022b,
+    Algorithm 2). In data prediction the reverse SDE is dx = [(dlog alpha/dlambda - 2) x +
+    2 alpha D] dlambda + noise, whose exact solution from s to t is
+    x_t = (sigma_t/sigma_s) e^{-h} x_s + alpha_t int_0^h 2 e^{-2(h-u)} D du
+    + sigma_t sqrt(1 - e^{-2h}) z; with D replaced by 2M's combination Dbar this is
+    x_t = (sigma_t/sigma_s) e^{-h} x + alpha_t (1 - e^{-2h}) Dbar + sigma_t sqrt(1 - e^{-2h}) z
+    (its first-order member, Dbar = D_s, is the DDPM step). 1 NFE per step."""
     sde = c.sde
     d_prev, h_prev = carry
     h = sde.log_snr(t) - sde.log_snr(s)
-    sig_s = sde.sigma(s)
-    d_s = (x - sig_s * c.eps(x, s)) / sde.alpha(s)
-    r = h_prev / h
-    dbar = jnp.where(first, d_s, (1.0 + 0.5 / r) * d_s - (0.5 / r) * d_prev)
-    x_t = sde.sigma(t) / sig_s * x - sde.alpha(t) * jnp.expm1(-h) * dbar
+    d_s = c.x0(x, s)
+    j0 = -jnp.expm1(-2.0 * h)
+    noise = jax.random.normal(key, x.shape, x.dtype)
+    x_t = (sde.sigma(t) / sde.sigma(s) * jnp.exp(-h) * x
+           + sde.alpha(t) * j0 * _dbar_2m(d_s, d_prev, h, h_prev, i)
+           + sde.sigma(t) * jnp.sqrt(j0) * noise)
     return x_t, (d_s, h)
 
 
-def _li_ode(c, x, s, t, carry, first, key):
+def _li_ode(c, x, s, t, carry, i, key):
     """Accelerated deterministic sampler of Li, Huang, Efimov, Wei, Chi & Chen (ICML 2024,
     arXiv 2403.03852), in the two-step form of the authors' code: DDIM plus the exact integral,
     in the DDIM variable sb = sigma/alpha = e^{-lambda}, of eps interpolated linearly in
@@ -316,6 +528,7 @@ def _li_ode(c, x, s, t, carry, first, key):
     x_t = DDIM(x_s) + a_t / (w_s - w_p) [w_s (sb_t - sb_s) - (atan sb_t - atan sb_s)]
     (eps_p - eps_s); plain DDIM on the first step. 1 NFE per step."""
     sde = c.sde
+    first = i == 0
     eps_p, sb_p = carry
     ls, lt = sde.log_snr(s), sde.log_snr(t)
     eps_s = c.eps(x, s)
@@ -329,7 +542,7 @@ def _li_ode(c, x, s, t, carry, first, key):
     return x_t + jnp.where(first, 0.0, 1.0) * corr, (eps_s, sb_s)
 
 
-def _euler_maruyama(c, x, s, t, carry, first, key):
+def _euler_maruyama(c, x, s, t, carry, i, key):
     """Euler-Maruyama on the reverse SDE dx = [f x - g^2 score] dt + g dW (Song et al. eq. 6)."""
     sde = c.sde
     dt = s - t
@@ -338,20 +551,27 @@ def _euler_maruyama(c, x, s, t, carry, first, key):
     return x - dt * drift + jnp.sqrt(sde.g2(s) * dt) * noise, carry
 
 
-def _ddpm(c, x, s, t, carry, first, key):
+def _ddpm(c, x, s, t, carry, i, key):
     """DDPM ancestral step (Ho et al. 2020, eq. 7) for a general Gaussian transition: draw from
-    q(x_t | x_s, x_0 = D(x_s)) with the Tweedie denoiser D = (x + sigma_s^2 score)/alpha_s."""
+    q(x_t | x_s, x_0 = D(x_s)) with the data prediction D = (x - sigma_s eps)/alpha_s.
+
+    It is also "euler_ancestral" (the ancestral Euler step in the noise level, as k-diffusion
+    and diffusers take it): in EDM's scale y = x/alpha, sigma = sigma_t/alpha_t, that step
+    is y_t = y + (sigma_down - sigma_s)(y - D)/sigma_s + sigma_up z with sigma_up^2 =
+    sigma_t^2 (sigma_s^2 - sigma_t^2)/sigma_s^2 and sigma_down^2 = sigma_t^2 - sigma_up^2 =
+    sigma_t^4/sigma_s^2, i.e. mean D + (sigma_t/sigma_s)^2 (y - D) and variance sigma_up^2:
+    the posterior q(y_t | y_s, x_0 = D) of the forward process y_t = x_0 + sigma_t eps, which
+    is this step divided by alpha_t. "euler_ancestral" runs it on the Karras grid."""
     sde = c.sde
     a_s, a_t, sig_s, sig_t = sde.alpha(s), sde.alpha(t), sde.sigma(s), sde.sigma(t)
     a_ts = a_s / a_t
     var_ts = sig_s ** 2 - a_ts ** 2 * sig_t ** 2
-    x0 = (x + sig_s ** 2 * _score(c, x, s)) / a_s
-    mean = a_ts * sig_t ** 2 / sig_s ** 2 * x + a_t * var_ts / sig_s ** 2 * x0
+    mean = a_ts * sig_t ** 2 / sig_s ** 2 * x + a_t * var_ts / sig_s ** 2 * c.x0(x, s)
     std = jnp.sqrt(jnp.maximum(var_ts, 0.0)) * sig_t / sig_s
     return mean + std * jax.random.normal(key, x.shape, x.dtype), carry
 
 
-def _li_sde(c, x, s, t, carry, first, key):
+def _li_sde(c, x, s, t, carry, i, key):
     """Accelerated stochastic sampler of Li et al. (ICML 2024; the README of the authors'
     repository): with a = abar_s / abar_t,
     Y+ = Y + sqrt((1-a)/2) Z+,  Y_t = (Y+ + (1-a) score(Y+, s)) / sqrt(a) + sqrt((1-a)/2) Z."""
@@ -364,14 +584,14 @@ def _li_sde(c, x, s, t, carry, first, key):
     return y + std * jax.random.normal(k2, x.shape, x.dtype), carry
 
 
-def _pc(c, x, s, t, carry, first, key):
+def _pc(c, x, s, t, carry, i, key):
     """Predictor-corrector (Song et al. 2021, Algorithm 5 for VP, 4 for VE): a DDPM ancestral
     predictor step s -> t, then one Langevin corrector step at t,
     x <- x + e score(x, t) + sqrt(2 e) z with e = 2 a (snr |z| / |score|)^2, norms averaged
     over the batch as in the authors' code (each point's norm over all its event axes),
     a = alpha_s^2 / alpha_t^2 (the discrete alpha_i; 1 for VE) and snr = PC_SNR = 0.16."""
     k_pred, k_corr = jax.random.split(key)
-    x, carry = _ddpm(c, x, s, t, carry, first, k_pred)
+    x, carry = _ddpm(c, x, s, t, carry, i, k_pred)
     g = _score(c, x, t)
     z = jax.random.normal(k_corr, x.shape, x.dtype)
 
@@ -385,16 +605,50 @@ def _pc(c, x, s, t, carry, first, key):
 
 _STEPS = {"euler": _euler, "heun": _heun, "rk4": _rk4, "ddim": _ddim, "dpm_solver_1": _ddim,
           "dpm_solver_2": _dpm2, "dpm_solver_3": _dpm3, "dpm_solver_pp_2m": _dpmpp2m,
-          "li_accelerated": _li_ode, "euler_maruyama": _euler_maruyama, "ddpm": _ddpm,
+          "dpm_solver_pp_2s": _dpmpp2s, "dpm_solver_pp_3m": _dpmpp3m, "unipc_2": _unipc(2),
+          "unipc_3": _unipc(3), "edm_heun": _edm_heun, "li_accelerated": _li_ode,
+          "euler_maruyama": _euler_maruyama, "ddpm": _ddpm, "euler_ancestral": _ddpm,
+          "dpm_solver_pp_2m_sde": _dpmpp2m_sde, "edm_stochastic": _edm_stochastic,
           "li_accelerated_sde": _li_sde, "pc": _pc}
 
 
-def _init_carry(solver, x):
-    if solver == "dpm_solver_pp_2m":
-        return jnp.zeros_like(x), jnp.ones((), x.dtype)
+def _init_carry(solver, x, t_max):
+    """The multistep solvers' memory before the first step (unused there: each step's
+    formula takes its lower-order form at i = 0, 1, ...; step sizes 1 avoid 0/0)."""
+    zero, one = jnp.zeros_like(x), jnp.ones((), x.dtype)
+    if solver in ("dpm_solver_pp_2m", "dpm_solver_pp_2m_sde"):
+        return zero, one
+    if solver == "dpm_solver_pp_3m":
+        return zero, zero, one, one
     if solver == "li_accelerated":
-        return jnp.zeros_like(x), jnp.zeros((), x.dtype)
+        return zero, jnp.zeros((), x.dtype)
+    if solver.startswith("unipc_"):
+        p = int(solver[-1])
+        lam = jnp.zeros((), x.dtype)
+        # distinct dummy log-SNRs: their points are masked out, and the systems stay regular
+        return x, t_max, lam + 1.0, (zero,) * p, tuple(lam - k for k in range(p))
     return ()
+
+
+def _limit_x0(x0, clip, threshold):
+    """x0 clipped to [lo, hi] (``clip``) or dynamically thresholded (``threshold``: the
+    percentile p), or unchanged when both are None."""
+    if threshold is not None:
+        return threshold_x0(x0, threshold)
+    if clip is not None:
+        return jnp.clip(x0, clip[0], clip[1])
+    return x0
+
+
+def threshold_x0(x0, percentile=0.995):
+    """Dynamic thresholding (Saharia et al. 2022, "Imagen", Sec. 2.3): per sample, s = the
+    ``percentile`` quantile of |x0| over all its entries; where s > 1, x0 is clipped to
+    [-s, s] and divided by s, so it lies in [-1, 1]; a sample with s <= 1 is unchanged.
+    ``x0``: a batch (n, *shape) of data predictions."""
+    flat = jnp.abs(x0.reshape(x0.shape[0], -1))
+    s = jnp.maximum(jnp.quantile(flat, percentile, axis=1), 1.0)
+    s = s.reshape((-1,) + (1,) * (x0.ndim - 1)).astype(x0.dtype)
+    return jnp.clip(x0, -s, s) / s
 
 
 def _model_eps(sde, model, params, cond, null_cond, guidance_scale):
@@ -405,12 +659,18 @@ def _model_eps(sde, model, params, cond, null_cond, guidance_scale):
     return lambda x, t: -sde.sigma(t) * score(x, t)
 
 
-@functools.partial(jax.jit, static_argnames=("sde", "model", "solver", "grid"))
-def _integrate(x, key, ts, t_max, t_min, num_steps, params, cond, null_cond, guidance_scale, *,
-               sde, model, solver, grid):
+@functools.partial(jax.jit, static_argnames=("sde", "model", "solver", "grid",
+                                             "denoise_final"))
+def _integrate(x, key, ts, t_max, t_min, num_steps, params, cond, null_cond, guidance_scale,
+               options, clip, threshold, *, sde, model, solver, grid, denoise_final):
     dtype = x.dtype
     t_max, t_min = jnp.asarray(t_max, dtype), jnp.asarray(t_min, dtype)
-    ctx = _Ctx(sde, _model_eps(sde, model, params, cond, null_cond, guidance_scale))
+    eps = _model_eps(sde, model, params, cond, null_cond, guidance_scale)
+
+    def x0(y, t):
+        return _limit_x0((y - sde.sigma(t) * eps(y, t)) / sde.alpha(t), clip, threshold)
+
+    ctx = _Ctx(sde, eps, x0, num_steps.astype(dtype), t_max, options)
     step = _STEPS[solver]
 
     def body(i, state):
@@ -418,9 +678,10 @@ def _integrate(x, key, ts, t_max, t_min, num_steps, params, cond, null_cond, gui
         s = _grid_time(sde, grid, ts, t_max, t_min, num_steps, i).astype(dtype)
         t = _grid_time(sde, grid, ts, t_max, t_min, num_steps, i + 1).astype(dtype)
         k = jax.random.fold_in(key, i) if _SPEC[solver][2] else None  # keys for SDEs only
-        return step(ctx, x, s, t, carry, i == 0, k)
+        return step(ctx, x, s, t, carry, i, k)
 
-    return jax.lax.fori_loop(0, num_steps, body, (x, _init_carry(solver, x)))[0]
+    x = jax.lax.fori_loop(0, num_steps, body, (x, _init_carry(solver, x, t_max)))[0]
+    return x0(x, t_min) if denoise_final else x
 
 
 class _Plan(NamedTuple):
@@ -433,10 +694,76 @@ class _Plan(NamedTuple):
     t_min: float
     t_max: float
     guidance_scale: Optional[jax.Array]
+    options: dict
+    clip: Optional[tuple]
+    threshold: Optional[jax.Array]
+    denoise_final: bool
+
+
+def _real_scalar(name, value):
+    """``value`` as a float, or TypeError unless it is a real number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) and not (name == "S_tmax" and value == math.inf):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return value
+
+
+def _check_options(solver, options, dtype):
+    """The solver's options (``_OPTIONS``) with the given ones in place of the defaults, as
+    arrays of ``dtype``."""
+    known = _OPTIONS.get(solver, {})
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        has = f"its options are {', '.join(known)}" if known else "it takes no options"
+        raise TypeError(f"{', '.join(unknown)} {'is not an option' if len(unknown) == 1 else 'are not options'} "
+                        f"of solver {solver!r} ({has})")
+    merged = {**known, **{k: _real_scalar(k, v) for k, v in options.items()}}
+    if solver == "edm_stochastic":
+        if merged["S_churn"] < 0 or merged["S_tmin"] < 0 or merged["S_noise"] <= 0:
+            raise ValueError(f"S_churn and S_tmin must be >= 0 and S_noise > 0, got S_churn="
+                             f"{merged['S_churn']!r}, S_tmin={merged['S_tmin']!r}, S_noise="
+                             f"{merged['S_noise']!r}")
+        if merged["S_tmax"] < merged["S_tmin"]:
+            raise ValueError(f"S_tmax must be >= S_tmin, got S_tmin={merged['S_tmin']!r}, "
+                             f"S_tmax={merged['S_tmax']!r}")
+    return {k: jnp.asarray(v, dtype) for k, v in merged.items()}
+
+
+def _check_x0_options(solver, denoise_final, clip_x0, dynamic_threshold, dtype):
+    """Validate ``denoise_final`` (a bool), ``clip_x0`` (a pair lo < hi) and
+    ``dynamic_threshold`` (a percentile in (0, 1)); the last two only for the
+    data-prediction solvers, and not together. Returns (clip, threshold) as arrays or None."""
+    if not isinstance(denoise_final, (bool, np.bool_)):
+        raise TypeError(f"denoise_final must be a bool, got {denoise_final!r}")
+    for name, value in (("clip_x0", clip_x0), ("dynamic_threshold", dynamic_threshold)):
+        if value is not None and solver not in X0_SOLVERS:
+            raise ValueError(f"{name} applies to the data-prediction solvers "
+                             f"({', '.join(X0_SOLVERS)}); solver {solver!r} does not step with "
+                             f"x0, got {name}={value!r}")
+    if clip_x0 is not None and dynamic_threshold is not None:
+        raise ValueError(f"give clip_x0 or dynamic_threshold, not both; got clip_x0={clip_x0!r}, "
+                         f"dynamic_threshold={dynamic_threshold!r}")
+    clip = threshold = None
+    if clip_x0 is not None:
+        if not isinstance(clip_x0, (tuple, list)) or len(clip_x0) != 2:
+            raise TypeError(f"clip_x0 must be a pair (lo, hi), got {clip_x0!r}")
+        lo, hi = (_real_scalar("clip_x0", v) for v in clip_x0)
+        if not lo < hi:
+            raise ValueError(f"clip_x0 = (lo, hi) needs lo < hi, got {clip_x0!r}")
+        clip = (jnp.asarray(lo, dtype), jnp.asarray(hi, dtype))
+    if dynamic_threshold is not None:
+        p = _real_scalar("dynamic_threshold", dynamic_threshold)
+        if not 0.0 < p < 1.0:
+            raise ValueError(f"dynamic_threshold must be a percentile in (0, 1) (Imagen: 0.995), "
+                             f"got {dynamic_threshold!r}")
+        threshold = jnp.asarray(p, dtype)
+    return clip, threshold
 
 
 def _plan(sde, model, solver, valid, num_steps, time_grid, t_min, t_max, shape, dtype, params,
-          cond, null_cond, guidance_scale):
+          cond, null_cond, guidance_scale, denoise_final, clip_x0, dynamic_threshold, options):
     """Validate everything but the positions; ``shape`` is (n, *event_shape)."""
     _check_sde(sde)
     _check_solver(solver, valid)
@@ -450,71 +777,107 @@ def _plan(sde, model, solver, valid, num_steps, time_grid, t_min, t_max, shape, 
     if solver == "li_accelerated_sde" and not sde.variance_preserving:
         raise ValueError(f"solver {solver!r} is defined for DiscreteVPSDE and VPSDE only, got "
                          f"{type(sde).__name__}")
+    clip, threshold = _check_x0_options(solver, denoise_final, clip_x0, dynamic_threshold, dtype)
+    options = _check_options(solver, options, dtype)
     w = check_conditions(model, shape[0], params, cond, null_cond, guidance_scale)
     if not isinstance(model, Network):
         check_score(model, shape[1:], dtype)
     ts = jnp.zeros((0,), dtype) if ts is None else jnp.asarray(ts, dtype)
     return _Plan(grid, ts, jnp.asarray(num_steps, jnp.int32), t_min, t_max,
-                 None if w is None else w.astype(dtype))
+                 None if w is None else w.astype(dtype), options, clip, threshold,
+                 bool(denoise_final))
 
 
-def _run(x_T, key, sde, model, solver, num_steps, time_grid, t_min, t_max, valid, params, cond,
-         null_cond, guidance_scale):
+def _run(x_T, key, sde, model, solver, valid, params, cond, null_cond, **kw):
     x_T = _check_positions("x_T", x_T, flat=False)
-    p = _plan(sde, model, solver, valid, num_steps, time_grid, t_min, t_max, x_T.shape,
-              x_T.dtype, params, cond, null_cond, guidance_scale)
+    p = _plan(sde, model, solver, valid, shape=x_T.shape, dtype=x_T.dtype, params=params,
+              cond=cond, null_cond=null_cond, **kw)
     return _integrate(x_T, key, p.ts, p.t_max, p.t_min, p.num_steps, params, cond, null_cond,
-                      p.guidance_scale, sde=sde, model=model, solver=solver, grid=p.grid)
+                      p.guidance_scale, p.options, p.clip, p.threshold, sde=sde, model=model,
+                      solver=solver, grid=p.grid, denoise_final=p.denoise_final)
 
 
-def solve_ode(x_T, sde, score, *, solver: str = "dpm_solver_2", num_steps: int = 20,
+# the default ODE solver of solve_ode and sample: see solve_ode's docstring for the measurement
+DEFAULT_SOLVER = "unipc_2"
+
+
+def solve_ode(x_T, sde, score, *, solver: str = DEFAULT_SOLVER, num_steps: int = 20,
               time_grid=None, t_min: Optional[float] = None, t_max: Optional[float] = None,
-              params=None, cond=None, null_cond=None, guidance_scale=None):
+              params=None, cond=None, null_cond=None, guidance_scale=None,
+              denoise_final: bool = False, clip_x0=None, dynamic_threshold=None):
     """Integrate the probability-flow ODE (Song et al. 2021, eq. 13) from ``t_max`` down to
     ``t_min`` (early stopping; defaults: the SDE's) for a batch ``x_T`` of shape (n, *shape).
 
     Args:
       score: the model: a :class:`diffusion.Network` or a per-point ``score(x, t)``.
-      solver: one of ``ODE_SOLVERS``: "euler", "heun", "rk4" (Runge-Kutta in t; orders 1, 2, 4),
-        "ddim" (= "dpm_solver_1"), "dpm_solver_2", "dpm_solver_3" (Lu et al. 2022; orders 1-3
-        in the log-SNR step), "dpm_solver_pp_2m" (Lu et al. 2022b; order 2, 1 NFE/step),
-        "li_accelerated" (Li et al. 2024; order 2, 1 NFE/step).
+      solver: one of ``ODE_SOLVERS`` (NFE per step in brackets):
+        "euler", "heun" [2], "rk4" [4] (Runge-Kutta in t; orders 1, 2, 4);
+        "ddim" (= "dpm_solver_1"), "dpm_solver_2" [2], "dpm_solver_3" [3] (Lu et al. 2022;
+        orders 1-3 in the log-SNR step); the data-prediction solvers "dpm_solver_pp_2m",
+        "dpm_solver_pp_3m" (multistep, orders 2 and 3), "dpm_solver_pp_2s" [2] (singlestep,
+        order 2) (Lu et al. 2022b), "unipc_2", "unipc_3" (Zhao et al. 2023, bh2;
+        predictor-corrector with 1 NFE per step) and "edm_heun" [2] (Karras et al. 2022,
+        Algorithm 1: Heun in the noise level sigma_t/alpha_t, order 2, Karras grid);
+        "li_accelerated" (Li et al. 2024; order 2).
+        The default, "dpm_solver_pp_2m", stays stable at 10 NFE with an inaccurate network:
+        with the exact Gaussian noise prediction scaled by (1 + 0.2 t) (20% off at t = 1;
+        d = 64, data variances 0.01..1) its RMS error at 10 NFE is 0.42 (the data's RMS is
+        0.46), against 3.05 for "dpm_solver_2" (the former default) and 8.3 for
+        "dpm_solver_3"; tests/test_diffusion_solvers.py measures it.
       num_steps: grid intervals (not NFE; see :func:`nfe`).
       time_grid: "uniform", "logsnr", "karras", or an array of strictly decreasing times
         (then ``num_steps``, ``t_min``, ``t_max`` come from it). Default: "logsnr" for the
-        exponential integrators (they reach their order only there), "uniform" otherwise.
+        exponential integrators (they reach their order only there), "karras" for EDM's
+        samplers, "uniform" otherwise.
       params, cond, null_cond, guidance_scale: a Network's parameters (any pytree), batch of
         conditions (one row per point), unconditional condition (one row, broadcast) and
         classifier-free guidance weight w (pred(null) + w (pred(cond) - pred(null)); Ho &
         Salimans 2022, in diffusers' convention); traced, so new values do not recompile.
         See :mod:`diffusion.networks`.
+      denoise_final: return the data prediction x0 = (x - sigma eps)/alpha at ``t_min``
+        instead of x_{t_min} (one more evaluation; EDM's final step to sigma = 0).
+      clip_x0: (lo, hi): clip every data prediction the solver uses to [lo, hi];
+        dynamic_threshold: a percentile p (Imagen: 0.995): threshold every data prediction
+        with :func:`threshold_x0`. Both only for the data-prediction solvers
+        (``X0_SOLVERS``), and for bounded data (pixels in [-1, 1]).
     Returns the (n, *shape) positions at ``t_min``.
     """
-    return _run(x_T, jax.random.key(0), sde, score, solver, num_steps, time_grid, t_min, t_max,
-                ODE_SOLVERS, params, cond, null_cond, guidance_scale)
+    return _run(x_T, jax.random.key(0), sde, score, solver, ODE_SOLVERS, params, cond, null_cond,
+                num_steps=num_steps, time_grid=time_grid, t_min=t_min, t_max=t_max,
+                guidance_scale=guidance_scale, denoise_final=denoise_final, clip_x0=clip_x0,
+                dynamic_threshold=dynamic_threshold, options={})
 
 
 def solve_sde(key, x_T, sde, score, *, solver: str = "ddpm", num_steps: int = 100,
               time_grid=None, t_min=None, t_max=None, params=None, cond=None, null_cond=None,
-              guidance_scale=None):
+              guidance_scale=None, denoise_final: bool = False, clip_x0=None,
+              dynamic_threshold=None, **options):
     """Reverse-SDE sampling (Song et al. 2021, eq. 6) from ``x_T`` (n, *shape) at ``t_max``
-    to ``t_min``: "euler_maruyama", "ddpm" (ancestral; Ho et al. 2020), "li_accelerated_sde"
-    (Li et al. 2024; VPSDE and DiscreteVPSDE only) or "pc" (DDPM predictor + Langevin
-    corrector, 2 NFE per step; Song et al. 2021). Step i uses the key ``fold_in(key, i)``.
-    The model and ``params``, ``cond``, ``null_cond``, ``guidance_scale`` as in
-    :func:`solve_ode`."""
-    return _run(x_T, key, sde, score, solver, num_steps, time_grid, t_min, t_max, SDE_SOLVERS,
-                params, cond, null_cond, guidance_scale)
+    to ``t_min``: "euler_maruyama", "ddpm" (ancestral; Ho et al. 2020), "euler_ancestral"
+    (the same step, which is the ancestral Euler step in sigma, on the Karras grid),
+    "dpm_solver_pp_2m_sde" (DPM-Solver++(2M) for the SDE, log-SNR grid), "edm_stochastic"
+    (Karras et al. 2022, Algorithm 2, 2 NFE per step; ``options`` S_churn=40, S_tmin=0.05,
+    S_tmax=50, S_noise=1.003 in EDM's noise level sigma_t/alpha_t, the paper's meaning),
+    "li_accelerated_sde" (Li et al. 2024; VPSDE and DiscreteVPSDE only) or "pc" (DDPM
+    predictor + Langevin corrector, 2 NFE per step; Song et al. 2021). Step i uses the key
+    ``fold_in(key, i)``. The model, ``params``, ``cond``, ``null_cond``, ``guidance_scale``,
+    ``denoise_final``, ``clip_x0`` and ``dynamic_threshold`` as in :func:`solve_ode`."""
+    return _run(x_T, key, sde, score, solver, SDE_SOLVERS, params, cond, null_cond,
+                num_steps=num_steps, time_grid=time_grid, t_min=t_min, t_max=t_max,
+                guidance_scale=guidance_scale, denoise_final=denoise_final, clip_x0=clip_x0,
+                dynamic_threshold=dynamic_threshold, options=options)
 
 
-def sample(key, sde, score, num_samples: int, *, solver: str = "dpm_solver_2",
+def sample(key, sde, score, num_samples: int, *, solver: str = DEFAULT_SOLVER,
            num_steps: int = 20, time_grid=None, t_min=None, t_max=None, dim=None, shape=None,
-           dtype=None, params=None, cond=None, null_cond=None, guidance_scale=None):
+           dtype=None, params=None, cond=None, null_cond=None, guidance_scale=None,
+           denoise_final: bool = False, clip_x0=None, dynamic_threshold=None, **options):
     """Draw ``num_samples`` points: x_T from the SDE's prior, then :func:`solve_ode` (ODE
-    solvers) or :func:`solve_sde` (SDE solvers). The event shape is ``shape`` (a tuple, e.g.
-    (8, 8, 1)) or ``dim`` (an int d, for shape (d,)); by default the exact scores'
-    ``score.dim``. The model and ``params``, ``cond`` (one row per sample), ``null_cond``,
-    ``guidance_scale`` as in :func:`solve_ode`. Returns (num_samples, *shape)."""
+    solvers) or :func:`solve_sde` (SDE solvers, with their ``options``). The event shape is
+    ``shape`` (a tuple, e.g. (8, 8, 1)) or ``dim`` (an int d, for shape (d,)); by default the
+    exact scores' ``score.dim``. The model and ``params``, ``cond`` (one row per sample),
+    ``null_cond``, ``guidance_scale``, ``denoise_final``, ``clip_x0``, ``dynamic_threshold``
+    as in :func:`solve_ode`. Returns (num_samples, *shape)."""
     if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) \
             or num_samples < 1:
         raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}")
@@ -523,19 +886,23 @@ def sample(key, sde, score, num_samples: int, *, solver: str = "dpm_solver_2",
         raise TypeError(f"dtype must be a floating dtype (float32, float64, ...), got {dtype}")
     shape = (int(num_samples),) + _event_shape(dim, shape, score)
     p = _plan(sde, score, solver, SOLVERS, num_steps, time_grid, t_min, t_max, shape, dtype,
-              params, cond, null_cond, guidance_scale)
+              params, cond, null_cond, guidance_scale, denoise_final, clip_x0,
+              dynamic_threshold, options)
     return _sample(key, p.ts, p.t_max, p.t_min, p.num_steps, params, cond, null_cond,
-                   p.guidance_scale, sde=sde, model=score, solver=solver, grid=p.grid,
-                   shape=shape, dtype=dtype)
+                   p.guidance_scale, p.options, p.clip, p.threshold, sde=sde, model=score,
+                   solver=solver, grid=p.grid, denoise_final=p.denoise_final, shape=shape,
+                   dtype=dtype)
 
 
-@functools.partial(jax.jit, static_argnames=("sde", "model", "solver", "grid", "shape", "dtype"))
-def _sample(key, ts, t_max, t_min, num_steps, params, cond, null_cond, guidance_scale, *, sde,
-            model, solver, grid, shape, dtype):
+@functools.partial(jax.jit, static_argnames=("sde", "model", "solver", "grid", "denoise_final",
+                                             "shape", "dtype"))
+def _sample(key, ts, t_max, t_min, num_steps, params, cond, null_cond, guidance_scale, options,
+            clip, threshold, *, sde, model, solver, grid, denoise_final, shape, dtype):
     k_prior, k_sde = jax.random.split(key)
     x_T = sde.prior_sample(k_prior, shape, dtype)
     return _integrate(x_T, k_sde, ts, t_max, t_min, num_steps, params, cond, null_cond,
-                      guidance_scale, sde=sde, model=model, solver=solver, grid=grid)
+                      guidance_scale, options, clip, threshold, sde=sde, model=model,
+                      solver=solver, grid=grid, denoise_final=denoise_final)
 
 
 # ------------------------------------------------------------- exact flow and teleportation

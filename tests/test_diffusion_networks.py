@@ -102,7 +102,8 @@ DISCRETE_NET = gaussian_net("eps", discrete_alpha_sigma)
 # steps at which each solver's error is far below the Monte Carlo error of the moments
 CONVERGED = {"euler": 400, "heun": 60, "rk4": 20, "ddim": 1000, "dpm_solver_1": 1000,
              "dpm_solver_2": 60, "dpm_solver_3": 15, "dpm_solver_pp_2m": 60,
-             "li_accelerated": 60}
+             "dpm_solver_pp_2s": 60, "dpm_solver_pp_3m": 30, "unipc_2": 40, "unipc_3": 20,
+             "edm_heun": 100, "li_accelerated": 60}
 
 
 def check_moments(x, mean, var):
