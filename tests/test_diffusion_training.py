@@ -304,16 +304,19 @@ def test_conditional_unet_trains_with_dropout():
 
 
 def test_unet_on_digits_reduces_the_loss():
-    """200 steps on scikit-learn's 8x8 digits (scaled to [-1, 1]) halve the loss."""
+    """100 steps on scikit-learn's 8x8 digits (scaled to [-1, 1]) halve the loss (measured:
+    57.8 to 13.2 over the first and last 10 steps). Channels (8, 16) and batches of 32 train in
+    about 7 s on 2 CPU cores; channels (16, 32) with batches of 64 took 290 s for 200 steps
+    (XLA's CPU convolution gradients), too slow for the default run."""
     datasets = pytest.importorskip("sklearn.datasets")
     digits = datasets.load_digits()
     images = (digits.images[..., None] / 8.0 - 1.0).astype(np.float32)
-    params, apply_fn = nets.unet(jax.random.key(0), (8, 8, 1), (16, 32), num_classes=10)
+    params, apply_fn = nets.unet(jax.random.key(0), (8, 8, 1), (8, 16), num_classes=10)
     result = diffusion.train(jax.random.key(1), images, SDE,
-                             diffusion.Network(apply_fn, prediction="eps"), params, steps=200,
-                             batch_size=64, optimizer=optax.adam(2e-3), cond=digits.target,
+                             diffusion.Network(apply_fn, prediction="eps"), params, steps=100,
+                             batch_size=32, optimizer=optax.adam(2e-3), cond=digits.target,
                              null_cond=10)
-    first, last = float(result.losses[:20].mean()), float(result.losses[-20:].mean())
+    first, last = float(result.losses[:10].mean()), float(result.losses[-10:].mean())
     assert last < 0.5 * first, (first, last)
 
 
