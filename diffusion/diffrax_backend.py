@@ -10,7 +10,6 @@ import functools
 from typing import Optional
 
 import jax
-import jax.numpy as jnp
 
 from .solvers import _check_num_steps, _check_positions, _check_sde, _check_times, check_score
 

@@ -18,7 +18,7 @@ replacement (balanced p_c = 1/N only). One draw per round = the synchronised x.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
+from typing import Callable, NamedTuple, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp

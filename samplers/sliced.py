@@ -32,7 +32,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from typing import Any, NamedTuple, Optional
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp

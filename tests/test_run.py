@@ -182,11 +182,14 @@ def test_progress_bar_inside_jit(monkeypatch):
     updates = []
     monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
     monkeypatch.setattr(run_module, "_report", lambda *a: updates.append(a))
-    _run(num_steps=1000, num_warmup=500, progress=True)
+    _run(num_steps=1500, num_warmup=500, progress=True)
     jax.effects_barrier()
-    # one host callback per chunk of 1500 // 20 steps: 7 in warm-up, 14 in sampling
-    assert sorted(int(s) for _, s in updates) == [75 * k for k in range(1, 7)] + [500] + [
-        500 + 75 * k for k in range(1, 14)] + [1500]
+    # one host callback per chunk of 2000 // 20 = 100 steps: 5 in warm-up, 15 in sampling
+    assert sorted(int(s) for _, s in updates) == [100 * k for k in range(1, 21)]
+    updates.clear()
+    _run(num_steps=150, num_warmup=50, progress=True)
+    jax.effects_barrier()  # a short run: chunks of 100 steps, not 200 // 20
+    assert sorted(int(s) for _, s in updates) == [50, 150, 200]
     monkeypatch.undo()
     monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
     _run(num_steps=100, num_warmup=50, progress=True)
