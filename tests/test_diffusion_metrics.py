@@ -51,6 +51,7 @@ def test_frechet_distance_of_exact_moments_equals_the_closed_form():
     got = metrics.frechet_distance(with_moments(rng, 50, m1, np.diag(a)),
                                    with_moments(rng, 70, m2, np.diag(b)))
     expected = np.sum((m1 - m2) ** 2) + np.sum((np.sqrt(a) - np.sqrt(b)) ** 2)
+    # float64 throughout: eigendecompositions of 5x5 matrices round off at ~1e-14 relative
     np.testing.assert_allclose(got, expected, rtol=1e-9)
     # a non-commuting pair
     c1, c2 = random_spd(rng, d, 0.1, 3.0), random_spd(rng, d, 0.1, 3.0)
@@ -329,6 +330,7 @@ def test_bits_per_dim_of_a_network_on_image_shaped_pixels_equals_its_per_point_s
                                            cond=labels, num_steps=20)
         for c in (0, 1):
             via_score = diffusion.log_likelihood(x[labels == c], sde, scores[c], num_steps=20)
+            # the same float64 arithmetic in another order: round-off ~1e-14 relative
             np.testing.assert_allclose(via_net[labels == c], via_score, rtol=1e-10)
         got = metrics.bits_per_dim(key, u, sde, net, params={"scale": 1.0}, cond=labels,
                                    num_steps=20)  # the same compiled likelihood
