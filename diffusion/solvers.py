@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from samplers.base import as_float, check_finite_rows
+from samplers.base import as_float, check_finite_rows, check_mesh
 
 from .networks import Network, check_conditions, eps_function
 from .sde import SDE, VESDE, VPSDE, DiscreteVPSDE
@@ -877,13 +878,24 @@ def solve_sde(key, x_T, sde, score, *, solver: str = "ddpm", num_steps: int = 10
 def sample(key, sde, score, num_samples: int, *, solver: str = DEFAULT_SOLVER,
            num_steps: int = 20, time_grid=None, t_min=None, t_max=None, dim=None, shape=None,
            dtype=None, params=None, cond=None, null_cond=None, guidance_scale=None,
-           denoise_final: bool = False, clip_x0=None, dynamic_threshold=None, **options):
+           denoise_final: bool = False, clip_x0=None, dynamic_threshold=None,
+           batch_size: Optional[int] = None, mesh=None, progress: Optional[bool] = None,
+           **options):
     """Draw ``num_samples`` points: x_T from the SDE's prior, then :func:`solve_ode` (ODE
     solvers) or :func:`solve_sde` (SDE solvers, with their ``options``). The event shape is
     ``shape`` (a tuple, e.g. (8, 8, 1)) or ``dim`` (an int d, for shape (d,)); by default the
     exact scores' ``score.dim``. The model and ``params``, ``cond`` (one row per sample),
     ``null_cond``, ``guidance_scale``, ``denoise_final``, ``clip_x0``, ``dynamic_threshold``
-    as in :func:`solve_ode`. Returns (num_samples, *shape)."""
+    as in :func:`solve_ode`. Returns (num_samples, *shape).
+
+    For many samples: ``batch_size`` solves them in chunks of that many (one compilation;
+    the last chunk is padded), so memory holds one chunk of network activations at a time.
+    All of x_T is drawn first, so an ODE solver's samples equal the unchunked ones (up to
+    float round-off); an SDE solver draws each chunk's noise from ``fold_in(key, chunk)``.
+    ``mesh`` (a ``jax.sharding.Mesh``) splits each chunk's samples over its first axis (the
+    devices of one host, or of many after ``jax.distributed.initialize``); the result
+    equals the single-device one. ``progress``: a bar over chunks (default: on when stderr
+    is a terminal and there are several chunks)."""
     if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) \
             or num_samples < 1:
         raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}")
@@ -891,13 +903,83 @@ def sample(key, sde, score, num_samples: int, *, solver: str = DEFAULT_SOLVER,
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"dtype must be a floating dtype (float32, float64, ...), got {dtype}")
     shape = (int(num_samples),) + _event_shape(dim, shape, score)
+    chunk = _check_batching(batch_size, mesh, shape[0])
     p = _plan(sde, score, solver, SOLVERS, num_steps, time_grid, t_min, t_max, shape, dtype,
               params, cond, null_cond, guidance_scale, denoise_final, clip_x0,
               dynamic_threshold, options)
-    return _sample(key, p.ts, p.t_max, p.t_min, p.num_steps, params, cond, null_cond,
-                   p.guidance_scale, p.options, p.clip, p.threshold, sde=sde, model=score,
-                   solver=solver, grid=p.grid, denoise_final=p.denoise_final, shape=shape,
-                   dtype=dtype)
+    statics = dict(sde=sde, model=score, solver=solver, grid=p.grid,
+                   denoise_final=p.denoise_final)
+    args = (p.ts, p.t_max, p.t_min, p.num_steps)
+    rest = (p.guidance_scale, p.options, p.clip, p.threshold)
+    if chunk == shape[0] and mesh is None:
+        return _sample(key, *args, params, cond, null_cond, *rest, **statics, shape=shape,
+                       dtype=dtype)
+    k_prior, k_sde = jax.random.split(key)
+    x_T = _prior(k_prior, sde=sde, shape=shape, dtype=dtype)
+    starts = range(0, shape[0], chunk)
+    if progress is None:
+        progress = sys.stderr.isatty() and len(starts) > 1
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=shape[0], desc=solver, unit="sample")
+    out = []
+    try:
+        for i, start in enumerate(starts):
+            rows = min(chunk, shape[0] - start)
+            x, c = (_rows(tree, start, chunk) for tree in (x_T, cond))
+            if mesh is not None:
+                x, c = _shard_rows((x, c), mesh)
+            key_i = k_sde if len(starts) == 1 else jax.random.fold_in(k_sde, i)
+            out.append(_integrate(x, key_i, *args, params, c, null_cond, *rest,
+                                  **statics)[:rows])
+            if bar is not None:
+                bar.update(rows)
+    finally:
+        if bar is not None:
+            bar.close()
+    return out[0] if len(out) == 1 else jnp.concatenate(out)
+
+
+def _check_batching(batch_size, mesh, num_samples) -> int:
+    """The chunk size of :func:`sample` (``num_samples`` when unchunked), checked against
+    the mesh."""
+    if batch_size is None:
+        chunk = num_samples
+    elif isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+            or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1 (samples per chunk), got "
+                         f"{batch_size!r}")
+    else:
+        chunk = min(int(batch_size), num_samples)
+    if mesh is not None:
+        check_mesh(mesh, chunk, "the samples per chunk (batch_size, else num_samples)")
+    return chunk
+
+
+def _rows(tree, start, size):
+    """Rows start .. start + size of every leaf (a batch of x_T or conditions), the last
+    chunk padded with repeats of its own rows, so that every chunk has one shape."""
+
+    def take(leaf):
+        part = leaf[start:start + size]
+        if part.shape[0] < size:
+            reps = -(-size // part.shape[0])
+            part = jnp.concatenate([part] * reps)[:size]
+        return part
+
+    return jax.tree.map(take, tree)
+
+
+def _shard_rows(tree, mesh):
+    """Every leaf's leading (sample) axis on the first axis of ``mesh``."""
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(mesh.axis_names[0]))
+    return jax.tree.map(lambda leaf: jax.device_put(leaf, sharding), tree)
+
+
+@functools.partial(jax.jit, static_argnames=("sde", "shape", "dtype"))
+def _prior(key, *, sde, shape, dtype):
+    return sde.prior_sample(key, shape, dtype)
 
 
 @functools.partial(jax.jit, static_argnames=("sde", "model", "solver", "grid", "denoise_final",
@@ -905,7 +987,7 @@ def sample(key, sde, score, num_samples: int, *, solver: str = DEFAULT_SOLVER,
 def _sample(key, ts, t_max, t_min, num_steps, params, cond, null_cond, guidance_scale, options,
             clip, threshold, *, sde, model, solver, grid, denoise_final, shape, dtype):
     k_prior, k_sde = jax.random.split(key)
-    x_T = sde.prior_sample(k_prior, shape, dtype)
+    x_T = _prior(k_prior, sde=sde, shape=shape, dtype=dtype)
     return _integrate(x_T, k_sde, ts, t_max, t_min, num_steps, params, cond, null_cond,
                       guidance_scale, options, clip, threshold, sde=sde, model=model,
                       solver=solver, grid=grid, denoise_final=denoise_final)

@@ -134,6 +134,19 @@ def check_positive(name: str, value, *, allow_callable: bool = False) -> None:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
 
 
+def check_mesh(mesh, count: int, what: str) -> int:
+    """Raise TypeError unless ``mesh`` is a ``jax.sharding.Mesh``, and ValueError unless
+    ``count`` (``what``: "num_chains", "the number of clients (12)", ...) splits evenly over
+    its first axis; returns that axis's size."""
+    if not isinstance(mesh, jax.sharding.Mesh):
+        raise TypeError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
+    size = mesh.shape[mesh.axis_names[0]]
+    if count % size:
+        raise ValueError(f"{what} must be a multiple of the mesh axis {mesh.axis_names[0]!r} "
+                         f"size ({size}), got {count}")
+    return size
+
+
 def as_float(tree: PyTree) -> PyTree:
     """``tree`` with its integer and boolean leaves converted to the default float dtype.
 

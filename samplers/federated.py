@@ -25,7 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from .base import Algorithm, PyTree, StepSize, check_positive, tree_first_axis, tree_normal
+from .base import (Algorithm, PyTree, StepSize, check_mesh, check_positive, tree_first_axis,
+                   tree_normal)
 
 __all__ = ["fald", "sharded", "scheme_i", "scheme_ii", "FALDState", "FALDInfo", "Participation"]
 
@@ -343,12 +344,6 @@ def sharded(fed: Algorithm, mesh: Mesh) -> Algorithm:
     """
     if not isinstance(getattr(fed, "step", None), _Round):
         raise TypeError(f"fed must be an algorithm made by samplers.fald, got {fed!r}")
-    if not isinstance(mesh, Mesh):
-        raise TypeError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
     spec = fed.step.spec
-    devices = mesh.shape[mesh.axis_names[0]]
-    num_clients = spec.weights.shape[0]
-    if num_clients % devices:
-        raise ValueError(f"the number of clients ({num_clients}) must be a multiple of the mesh "
-                         f"axis {mesh.axis_names[0]!r} size ({devices})")
+    check_mesh(mesh, spec.weights.shape[0], "the number of clients")
     return fed._replace(step=_Round(spec, mesh), name="fald_sharded")

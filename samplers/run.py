@@ -29,7 +29,8 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from . import adaptation
-from .base import Algorithm, PyTree, check_finite_position, check_key, tree_all_finite
+from .base import (Algorithm, PyTree, check_finite_position, check_key, check_mesh,
+                   tree_all_finite)
 from .checkpoint import load as _load_checkpoint, save as _save_checkpoint
 from .data import Minibatches
 from .trace import Trace
@@ -478,12 +479,7 @@ def _check_options(adaptation_kind, dense_mass, keep_warmup, target_acceptance, 
     if target_acceptance is not None and not 0.0 < target_acceptance < 1.0:
         raise ValueError(f"target_acceptance must be in (0, 1), got {target_acceptance!r}")
     if mesh is not None:
-        if not isinstance(mesh, jax.sharding.Mesh):
-            raise TypeError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
-        size = mesh.shape[mesh.axis_names[0]]
-        if num_chains % size:
-            raise ValueError(f"num_chains must be a multiple of the mesh axis "
-                             f"{mesh.axis_names[0]!r} size {size}, got {num_chains}")
+        check_mesh(mesh, num_chains, "num_chains")
 
 
 def _check_chain_axis(initial_position, num_chains):

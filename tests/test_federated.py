@@ -1,5 +1,4 @@
 """FA-LD: data clients, a non-iid logistic regression, sharding over devices, bad input."""
-import os
 import subprocess
 import sys
 import textwrap
@@ -11,6 +10,7 @@ import pytest
 
 import samplers
 from mc import assert_within, mc_mean
+from devices import fake_devices_env, run_on_devices
 from samplers import federated
 
 
@@ -105,12 +105,7 @@ SHARDED_SCRIPT = textwrap.dedent("""
 
 
 def test_sharded_run_equals_the_single_device_run():
-    flags = os.environ.get("XLA_FLAGS", "")  # keep the suite's (tests/conftest.py)
-    env = dict(os.environ, XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count=8",
-               JAX_PLATFORMS="cpu")
-    result = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT], capture_output=True, text=True,
-                            env=env, timeout=300)
-    assert result.returncode == 0 and "OK" in result.stdout, result.stdout + result.stderr[-3000:]
+    run_on_devices(SHARDED_SCRIPT, 8)
 
 
 MULTIHOST_WORKER = textwrap.dedent("""
@@ -145,9 +140,7 @@ def test_multi_host_run_equals_the_single_device_run():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = str(s.getsockname()[1])
-    flags = os.environ.get("XLA_FLAGS", "")  # keep the suite's (tests/conftest.py)
-    env = dict(os.environ, XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count=2",
-               JAX_PLATFORMS="cpu")
+    env = fake_devices_env(2)
     workers = [subprocess.Popen([sys.executable, "-c", MULTIHOST_WORKER, str(i), port], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for i in range(2)]

@@ -1,8 +1,6 @@
 """MALT, preconditioning, warm-up adaptation and traced parameters (issue: Langevin samplers
 on real posteriors). Expected values are closed forms of Gaussian targets; tolerances are
 5 Monte Carlo standard errors from ArviZ's ESS (tests/mc.py)."""
-import os
-import subprocess
 import sys
 
 import jax
@@ -12,6 +10,7 @@ import pytest
 
 import samplers
 from mc import assert_within, mc_mean
+from devices import run_on_devices
 
 COV = np.array([[1.0, 0.9], [0.9, 1.0]])
 PREC = np.linalg.inv(COV)
@@ -110,9 +109,4 @@ print("ok")
 
 
 def test_sharded_chains_equal_the_single_device_run():
-    flags = os.environ.get("XLA_FLAGS", "")
-    env = dict(os.environ, XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count=4",
-               JAX_PLATFORMS="cpu")
-    result = subprocess.run([sys.executable, "-c", SHARDED], capture_output=True, text=True,
-                            env=env, timeout=300)
-    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]
+    run_on_devices(SHARDED, 4, expect="ok")

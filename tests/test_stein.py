@@ -7,9 +7,6 @@ Every jitted function here is built once per module and reused (compiles dominat
 """
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -20,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 import samplers
+from devices import run_on_devices
 from samplers import stein
 from samplers.stein import kernels, mirror
 from samplers.stein.kernels import stein_direction
@@ -387,12 +385,7 @@ def test_particles_sharded_over_eight_devices_equal_the_single_device_run():
     """With ``mesh=``, each of 8 (CPU) devices scores its own particles and sums the
     interaction for its own rows after an all-gather: the run equals the single-device one
     to float32 round-off, for MSVGD on the simplex and SVGD on a pytree."""
-    flags = os.environ.get("XLA_FLAGS", "")  # keep the suite's (tests/conftest.py)
-    env = dict(os.environ, XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count=8",
-               JAX_PLATFORMS="cpu")
-    result = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT], capture_output=True,
-                            text=True, env=env, timeout=300)
-    assert result.returncode == 0 and "OK" in result.stdout, result.stdout + result.stderr[-3000:]
+    run_on_devices(SHARDED_SCRIPT, 8)
 
 
 def test_direction_at_a_subset_of_rows_and_mesh_type():
