@@ -41,11 +41,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import scores, solvers
+from . import nets, scores, solvers
 from .demo import gaussian_sampling_w2
 from .sde import VPSDE
 
-__all__ = ["main", "run_experiment", "make_target", "TARGETS"]
+__all__ = ["main", "run_experiment", "make_target", "TARGETS", "run_data_experiment",
+           "load_images"]
 
 TARGETS = ("ring", "gmm2d", "grid", "gaussian")  # and "file:PATH"
 GRIDS = ("default",) + solvers.TIME_GRIDS
@@ -84,7 +85,7 @@ def make_target(name: str, sde, *, dim: int = 16, seed: int = 0, train_steps: in
     elif name.startswith("file:"):
         import optax
 
-        from . import nets, training
+        from . import training
         path = name[5:]
         data = np.load(path) if path.endswith(".npy") else np.loadtxt(path, delimiter=",")
         data = np.asarray(data, np.float32)
@@ -264,6 +265,213 @@ def _plots(res, out):
         plt.close(fig)
 
 
+# ------------------------------------------------------------------ the real-data experiment
+
+DATA_SOLVERS = ("unipc_2", "dpm_solver_pp_2m", "ddim", "dpm_solver_2", "edm_heun")
+DATA_NFE = (5, 10, 20, 50, 200)
+REFERENCE = ("unipc_2", 200)  # the converged reference: the default solver at >= 200 NFE
+TRAIN_FRACTION = 1500 / 1797  # the digits' split: 1500 to train on, 297 held out
+
+
+def load_images(data: str):
+    """``(images, labels)`` for ``--data``: "digits" (scikit-learn's 8x8 digits, pixels
+    0..16 mapped to u / 8 - 1 in [-1, 1], labels 0..9) or a .npz file with ``images`` (n, H,
+    W, C), taken as they are (scale them to [-1, 1]), and optionally integer ``labels`` (n,)
+    in 0 .. K - 1 (None without them)."""
+    if data == "digits":
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        return (digits.images[..., None] / 8.0 - 1.0).astype(np.float32), digits.target
+    if not (isinstance(data, str) and data.endswith(".npz") and os.path.isfile(data)):
+        raise ValueError(f"data must be 'digits' or an existing .npz file, got {data!r}")
+    with np.load(data) as f:
+        if "images" not in f:
+            raise ValueError(f"data {data!r} has no array 'images' (n, H, W, C); it holds "
+                             f"{', '.join(f.files) or 'nothing'}")
+        images = np.asarray(f["images"], np.float32)
+        labels = np.asarray(f["labels"]) if "labels" in f else None
+    if images.ndim != 4 or images.shape[0] < 30:
+        raise ValueError(f"data {data!r}: images must have shape (n, H, W, C) with n >= 30 "
+                         f"(the held-out sixth needs > 3 for precision/recall), got shape "
+                         f"{images.shape}")
+    if labels is not None and (labels.shape != images.shape[:1] or not np.issubdtype(
+            labels.dtype, np.integer) or labels.min() < 0):
+        raise ValueError(f"data {data!r}: labels must be integers >= 0 of shape "
+                         f"{images.shape[:1]}, got {labels.dtype} of shape {labels.shape}")
+    return images, labels
+
+
+def _data_plan(data, solver_names, nfe_targets, model_channels, train_steps, guidance_scale,
+               num_samples, checkpoint):
+    """Validate the real-data experiment's arguments (ValueError naming the bad one); return
+    the images, labels and the steps {(solver, target NFE): num_steps}."""
+    images, labels = load_images(data)
+    if not solver_names:
+        raise ValueError("solvers must name at least one solver")
+    for s in solver_names:
+        solvers._check_solver(s, solvers.ODE_SOLVERS)
+    try:
+        nets._check_image_shape(images.shape[1:], len(model_channels))
+    except ValueError as e:
+        raise ValueError(f"model_channels={tuple(model_channels)}: {e}") from None
+    for name, value, low in (("train_steps", train_steps, 1), ("num_samples", num_samples, 10)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    if not (isinstance(guidance_scale, (int, float)) and np.isfinite(guidance_scale)):
+        raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale!r}")
+    if labels is None and guidance_scale != 1:
+        raise ValueError(f"guidance_scale={guidance_scale!r} needs labels; data {data!r} has none")
+    if checkpoint is not None and not os.path.isdir(os.path.dirname(os.path.abspath(checkpoint))):
+        raise ValueError(f"checkpoint {checkpoint!r}: its folder does not exist")
+    steps = {}
+    for s in solver_names:
+        for target in nfe_targets:
+            fit = [k for k in range(1, target + 1) if solvers.nfe(s, k) <= target]
+            if not fit:
+                raise ValueError(f"nfe target {target} is below {s}'s smallest NFE "
+                                 f"{solvers.nfe(s, 1)}")
+            steps[(s, target)] = fit[-1]
+    return images, labels, steps
+
+
+def run_data_experiment(data: str = "digits", solver_names: Sequence[str] = DATA_SOLVERS,
+                        nfe_targets: Sequence[int] = DATA_NFE, *,
+                        model_channels: Sequence[int] = (8, 16), train_steps: int = 3000,
+                        guidance_scale: float = 1.0, num_samples: int = 2000, seed: int = 0,
+                        checkpoint: Optional[str] = None, progress: bool = True) -> dict:
+    """Train (or load from ``checkpoint``) a U-Net noise predictor (:func:`diffusion.nets.unet`,
+    class-conditional when the data have labels; batches of 32, Adam 2e-3, EMA 0.999,
+    condition dropout 0.1) on a random ``TRAIN_FRACTION`` of the images of ``data``
+    (:func:`load_images`), then draw ``num_samples`` images (labels cycling 0 .. K - 1) with
+    each ODE solver at the largest step count whose NFE does not exceed each target, all from
+    the same prior draws. Each run is scored against the held-out images in the features of
+    a classifier trained on the training images (:func:`diffusion.metrics.digits_classifier`;
+    the flattened pixels without labels): Frechet distance, KID and its standard error,
+    precision and recall (k = 3). Samples are clipped to [-1, 1] for scoring and grids;
+    ``out_of_range`` is the fraction of pixels that were outside. ``floor`` scores as many
+    training images as samples (at most all) the same way: what a perfect sampler would get;
+    ``reference`` is the run of ``REFERENCE`` (unipc_2 at max(200, the largest target) NFE).
+    Returns a JSON-able dict, plus the clipped samples under "_samples"."""
+    import optax
+
+    from . import metrics, training
+    from .networks import Network
+
+    images, labels, steps = _data_plan(data, solver_names, nfe_targets, model_channels,
+                                       train_steps, guidance_scale, num_samples, checkpoint)
+    shape = images.shape[1:]
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(images.shape[0])
+    num_train = round(TRAIN_FRACTION * images.shape[0])
+    train, held = perm[:num_train], perm[num_train:]
+    num_classes = None if labels is None else int(labels.max()) + 1
+    k_net, k_train, k_clf, k_sample = jax.random.split(jax.random.key(seed), 4)
+    params, apply_fn = nets.unet(k_net, shape, tuple(model_channels), num_classes=num_classes)
+    start = time.perf_counter()
+    fit = training.train(k_train, images[train], VPSDE(), Network(apply_fn, prediction="eps"),
+                         params, steps=train_steps, batch_size=32, optimizer=optax.adam(2e-3),
+                         cond=None if labels is None else labels[train], null_cond=num_classes,
+                         cond_drop=0.0 if labels is None else 0.1, checkpoint=checkpoint,
+                         progress=progress)
+    train_seconds = time.perf_counter() - start
+    if labels is None:
+        features, accuracy = (lambda x: np.asarray(x).reshape(len(x), -1)), None
+    else:
+        clf = metrics.digits_classifier(k_clf, images[train], labels[train],
+                                        test_images=images[held], test_labels=labels[held])
+        features, accuracy = clf.features, clf.test_accuracy
+    real = features(images[held])
+
+    def score(x):
+        f = features(x)
+        kid = metrics.kernel_distance(real, f)
+        pr = metrics.precision_recall(real, f)
+        return {"fd": metrics.frechet_distance(real, f), "kid": kid.value,
+                "kid_stderr": kid.stderr, "precision": pr.precision, "recall": pr.recall}
+
+    cond = None if labels is None else jnp.arange(num_samples) % num_classes
+    network = Network(apply_fn, prediction="eps")
+    samples, rows = {}, []
+
+    def draw(s, k):
+        start = time.perf_counter()
+        x = np.asarray(solvers.sample(
+            k_sample, VPSDE(), network, num_samples, shape=shape, params=fit.ema_params,
+            cond=cond, null_cond=num_classes, solver=s, num_steps=k,
+            guidance_scale=None if guidance_scale == 1 else guidance_scale))
+        return np.clip(x, -1.0, 1.0), {"solver": s, "num_steps": k, "nfe": solvers.nfe(s, k),
+                                       "seconds": time.perf_counter() - start,
+                                       "out_of_range": float(np.mean(np.abs(x) > 1.0))}
+
+    work = list(steps.items())
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=len(work), desc="sample", unit="run")
+    for (s, target), k in work:
+        x, row = draw(s, k)
+        samples[(s, target)] = x
+        rows.append({"nfe_target": target, **row, **score(x)})
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    ref_solver, ref_nfe = REFERENCE[0], max(REFERENCE[1], *nfe_targets)
+    ref = next((r for r in rows if (r["solver"], r["nfe_target"]) == (ref_solver, ref_nfe)), None)
+    if ref is None:
+        x, ref = draw(ref_solver, ref_nfe)
+        ref.update(score(x))
+    floor = score(images[train[:num_samples]])
+    best = {t: min((r for r in rows if r["nfe_target"] == t), key=lambda r: r["fd"])["solver"]
+            for t in nfe_targets}
+    return {"data": data, "shape": list(shape), "num_train": int(num_train),
+            "num_held_out": int(held.size), "num_classes": num_classes,
+            "model_channels": list(model_channels), "train_steps": int(train_steps),
+            "train_seconds": train_seconds, "final_loss": float(fit.losses[-100:].mean()),
+            "guidance_scale": float(guidance_scale), "num_samples": int(num_samples),
+            "seed": int(seed), "sde": "VPSDE(linear)",
+            "features": "pixels" if labels is None else "digits_classifier",
+            "classifier_test_accuracy": accuracy,
+            "floor": {"num_real": int(min(num_samples, num_train)), **floor},
+            "reference": ref, "results": rows, "best_solver_per_nfe": best,
+            "_samples": samples}
+
+
+def _data_plots(res, out):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ("fd", "kid", "precision", "recall")
+    fig, axes = plt.subplots(1, 4, figsize=(16, 4))
+    for s in dict.fromkeys(r["solver"] for r in res["results"]):
+        r = [row for row in res["results"] if row["solver"] == s]
+        for ax, m in zip(axes, names):
+            ax.plot([row["nfe"] for row in r], [row[m] for row in r], "o-", label=s)
+    for ax, m in zip(axes, names):
+        ax.axhline(res["floor"][m], color="k", ls=":", label="real vs real")
+        ax.axhline(res["reference"][m], color="gray", ls="--",
+                   label=f"{res['reference']['solver']}, {res['reference']['nfe']} NFE")
+        ax.set_xscale("log")
+        ax.set_xlabel("NFE")
+        ax.set_title(m)
+    axes[0].set_yscale("log")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{res['data']}: metrics vs NFE (guidance {res['guidance_scale']})")
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "metrics.png"), dpi=120)
+    plt.close(fig)
+    os.makedirs(os.path.join(out, "grids"), exist_ok=True)
+    for (s, target), x in res["_samples"].items():
+        rows = min(10, len(x) // 10)  # labels cycle 0..9: with 10 columns, one class each
+        h, w, c = x.shape[1:]
+        tile = ((x[:rows * 10] + 1) / 2).reshape(rows, 10, h, w, c).transpose(0, 2, 1, 3, 4)
+        tile = tile.reshape(rows * h, 10 * w, c)
+        plt.imsave(os.path.join(out, "grids", f"{s}_nfe{target}.png"),
+                   tile[..., 0] if c == 1 else tile, cmap="gray", vmin=0.0, vmax=1.0)
+
+
 _DESCRIPTION = """Compare diffusion samplers on a target with known exact samples.
 
 For each solver and step count: draw samples from the same prior points x_T and score them
@@ -315,15 +523,30 @@ example: samplers diffusion --target ring --solvers euler,heun,dpm_solver_2 --st
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="samplers diffusion", description=_DESCRIPTION,
                                 epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--target", default="ring", metavar="TARGET",
+    p.add_argument("--target", metavar="TARGET",
                    help=f"one of {', '.join(TARGETS)} or file:PATH (default: ring)")
-    p.add_argument("--solvers", default="euler,heun,dpm_solver_2", metavar="S1,S2,...",
-                   help="comma-separated solver names, see below (default: euler,heun,dpm_solver_2)")
+    p.add_argument("--data", metavar="DATA",
+                   help="real images instead of a target: digits or FILE.npz (see below)")
+    p.add_argument("--solvers", metavar="S1,S2,...",
+                   help="comma-separated solver names, see below (default: euler,heun,"
+                        f"dpm_solver_2; with --data: {','.join(DATA_SOLVERS)})")
     p.add_argument("--steps", default="5,10,20,50,100", metavar="K1,K2,...",
                    help="comma-separated step counts, each >= 1 (default: 5,10,20,50,100)")
     p.add_argument("--grid", default="default", choices=GRIDS,
                    help="time grid of the runs (default: each solver's own)")
-    p.add_argument("--num-samples", type=int, default=2000, help="samples per run (>= 2)")
+    p.add_argument("--nfe", default=",".join(map(str, DATA_NFE)), metavar="N1,N2,...",
+                   help="--data: target NFEs, each solver at the most steps within each "
+                        f"(default: {','.join(map(str, DATA_NFE))})")
+    p.add_argument("--num-samples", type=int, default=2000,
+                   help="samples per run (>= 2; with --data >= 10)")
+    p.add_argument("--model-channels", default="8,16", metavar="C1,C2,...",
+                   help="--data: U-Net widths per resolution (default: 8,16)")
+    p.add_argument("--train-steps", type=int, default=3000,
+                   help="--data: training steps of 32 images (default: 3000)")
+    p.add_argument("--guidance-scale", type=float, default=1.0,
+                   help="--data: classifier-free guidance weight w (1: the conditional model)")
+    p.add_argument("--checkpoint", metavar="PATH",
+                   help="--data: training checkpoint, resumed or loaded when it exists")
     p.add_argument("--reference-steps", type=int, default=1000,
                    help="RK4 log-SNR steps of the reference solve (>= 1)")
     p.add_argument("--floor-draws", type=int, default=20,
@@ -340,11 +563,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     --out runs/ring``; ``samplers diffusion --help`` lists the targets, solvers and grids."""
     p = _parser()
     a = p.parse_args(argv)
+    if a.data is not None:
+        return _main_data(p, a)
+    a.target = a.target or "ring"
     try:
         _check_target(a.target)
     except ValueError as e:
         p.error(str(e))
-    solver_names = [s for s in a.solvers.split(",") if s]
+    solver_names = [s for s in (a.solvers or "euler,heun,dpm_solver_2").split(",") if s]
     bad = [s for s in solver_names if s not in solvers.SOLVERS]
     if bad or not solver_names:
         p.error(f"--solvers: unknown {', '.join(map(repr, bad)) or 'empty list'}; choose from "
@@ -382,4 +608,44 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f"  a run within about 2 sd of it cannot be told from exact sampling by sw. The reference solve "
           f"(rk4, {a.reference_steps} steps, same x_T) scores {res['sw_reference']:.3f}.")
     print(f"wrote {a.out}/results.json")
+    return 0
+
+
+def _int_list(p, flag, text):
+    try:
+        values = [int(v) for v in text.split(",") if v]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        p.error(f"{flag} must be a comma-separated list of integers >= 1, got {text!r}")
+    return values
+
+
+def _main_data(p, a) -> int:
+    """``samplers diffusion --data digits ...``: :func:`run_data_experiment`, then
+    ``results.json``, ``metrics.png`` and ``grids/SOLVER_nfeN.png`` in ``--out``."""
+    if a.target is not None:
+        p.error(f"--target {a.target!r} and --data {a.data!r}: choose one")
+    solver_names = [s for s in (a.solvers or ",".join(DATA_SOLVERS)).split(",") if s]
+    kw = dict(model_channels=_int_list(p, "--model-channels", a.model_channels),
+              train_steps=a.train_steps, guidance_scale=a.guidance_scale,
+              num_samples=a.num_samples, checkpoint=a.checkpoint)
+    nfe_targets = _int_list(p, "--nfe", a.nfe)
+    try:
+        _data_plan(a.data, solver_names, nfe_targets, **kw)
+    except ValueError as e:
+        p.error(str(e).replace("\n", " "))
+    res = run_data_experiment(a.data, solver_names, nfe_targets, seed=a.seed,
+                              progress=not a.no_progress, **kw)
+    os.makedirs(a.out, exist_ok=True)
+    with open(os.path.join(a.out, "results.json"), "w") as f:
+        json.dump({k: v for k, v in res.items() if not k.startswith("_")}, f, indent=2)
+    _data_plots(res, a.out)
+    for r in res["results"] + [dict(res["reference"], solver="reference " + res["reference"][
+            "solver"]), dict(res["floor"], solver="real vs real", nfe=0)]:
+        print(f"{r['solver']:24s} nfe {r['nfe']:4d} fd {r['fd']:8.3f} kid {r['kid']:7.3f} "
+              f"+- {r['kid_stderr']:.3f} precision {r['precision']:.3f} recall {r['recall']:.3f}")
+    print("best solver per NFE: " + ", ".join(f"{t}: {s}" for t, s in
+                                               res["best_solver_per_nfe"].items()))
+    print(f"wrote {a.out}/results.json, metrics.png and grids/")
     return 0

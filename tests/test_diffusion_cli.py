@@ -1,4 +1,5 @@
 """`samplers diffusion`: argument errors, help, what "seconds" and the SW noise floor mean."""
+import json
 import time
 
 import jax
@@ -106,3 +107,45 @@ def test_cli_run_writes_results_and_prints_the_floor_it_explains(tmp_path, capsy
     text = capsys.readouterr().out
     assert "noise floor" in text and "exact sampler" in text and "+-" in text
     assert (out / "samples.png").exists() and (out / "convergence.png").exists()
+
+
+def _images_npz(path, n=40):
+    rng = np.random.default_rng(0)
+    labels = np.arange(n) % 2
+    images = np.where(labels[:, None, None, None] == 0, -0.5, 0.5) \
+        + 0.1 * rng.standard_normal((n, 8, 8, 1))
+    np.savez(path, images=images.astype(np.float32), labels=labels)
+    return path
+
+
+def test_data_run_on_an_npz_writes_every_figure_the_plots_and_the_grids(tmp_path, capsys):
+    out = tmp_path / "run"
+    data = _images_npz(tmp_path / "tiny.npz")
+    assert cli.main(["diffusion", "--data", str(data), "--train-steps", "5", "--num-samples",
+                     "20", "--solvers", "unipc_2", "--nfe", "5", "--model-channels", "8",
+                     "--out", str(out),
+                     "--checkpoint", str(tmp_path / "u.npz"), "--no-progress"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert (res["num_train"], res["num_held_out"], res["num_classes"]) == (33, 7, 2)
+    metric = {"fd", "kid", "kid_stderr", "precision", "recall"}
+    (row,) = res["results"]
+    assert {"solver", "nfe_target", "num_steps", "nfe", "seconds", "out_of_range"} | metric \
+        <= set(row)
+    assert (row["solver"], row["num_steps"], row["nfe"]) == ("unipc_2", 5, 5)
+    assert metric <= set(res["floor"]) and metric <= set(res["reference"])
+    assert res["reference"]["nfe"] == 200 and res["best_solver_per_nfe"] == {"5": "unipc_2"}
+    assert (out / "metrics.png").exists() and (out / "grids" / "unipc_2_nfe5.png").exists()
+    assert (tmp_path / "u.npz").exists() and "real vs real" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("bad, says", [
+    (["--nfe", "0"], "--nfe"), (["--nfe", "1", "--solvers", "edm_heun"], "edm_heun"),
+    (["--solvers", "ddpm"], "'ddpm'"), (["--model-channels", "8,8,8,8,8"], "model_channels"),
+    (["--train-steps", "0"], "train_steps"), (["--guidance-scale", "nan"], "guidance_scale"),
+    (["--target", "ring"], "--target"), (["--data", "no_such.npz"], "no_such.npz")])
+def test_data_run_bad_values_are_one_line_usage_errors(bad, says, capsys, tmp_path):
+    code, out = _exit(["--data", "digits", *bad, "--out", str(tmp_path / "r")], capsys)
+    last = out.err.strip().splitlines()[-1]
+    assert code == 2 and "Traceback" not in out.err and last.startswith("samplers diffusion: error:")
+    assert says in last, last
+    assert not (tmp_path / "r").exists()
