@@ -8,6 +8,9 @@ solvers are affine there, :mod:`diffusion.demo`), and the number of score evalua
 Writes ``results.json``, ``convergence.png`` (error vs NFE, log-log, with fitted slopes) and,
 for 2-d targets, ``samples.png``.
 
+``--data digits`` or ``--data FILE.npz`` runs :func:`run_data_experiment` instead: real
+images, a trained U-Net, and distances in a classifier's features (no exact samples there).
+
 Targets: ``ring`` (alias ``gmm2d``: 8 Gaussians of variance 0.1 on a circle of radius 4),
 ``grid`` (3 x 3 Gaussians, spacing 2, variance 0.05), ``gaussian`` (d = ``--dim``, eigenvalues
 geometric from 0.01 to 1 in a random basis), or ``file:PATH`` (a .npy or .csv of points: the
@@ -516,7 +519,18 @@ output: results.json, convergence.png and, for 2-d targets, samples.png in --out
   "compile_seconds" (each solver's first run) the extra time of its compiling first call;
   "metrics_seconds" the time spent scoring the run.
 
+real images (--data digits or --data FILE.npz with images (n, H, W, C) in [-1, 1] and
+  optional integer labels (n,)): trains a U-Net (--model-channels, --train-steps; loaded from
+  or resumed at --checkpoint), then samples --num-samples images (labels cycling 0..K-1,
+  --guidance-scale) with each ODE solver at the most steps within each --nfe target, all from
+  the same prior draws, and scores them against the held-out sixth of the images in a
+  classifier's features (pixels without labels): Frechet distance "fd", KID +- its standard
+  error, precision and recall. "floor": as many training images scored the same way (what a
+  perfect sampler gets); "reference": unipc_2 at 200 (or the largest target) NFE.
+  Output: results.json, metrics.png and grids/SOLVER_nfeN.png (one class per column).
+
 example: samplers diffusion --target ring --solvers euler,heun,dpm_solver_2 --steps 5,10,20
+         samplers diffusion --data digits --train-steps 3000 --num-samples 1000 --out runs/digits
 """
 
 
