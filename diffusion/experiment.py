@@ -470,7 +470,7 @@ def _data_plots(res, out):
         rows = min(10, len(x) // 10)  # labels cycle 0..9: with 10 columns, one class each
         h, w, c = x.shape[1:]
         tile = ((x[:rows * 10] + 1) / 2).reshape(rows, 10, h, w, c).transpose(0, 2, 1, 3, 4)
-        tile = tile.reshape(rows * h, 10 * w, c)
+        tile = tile.reshape(rows * h, 10 * w, c).repeat(4, 0).repeat(4, 1)  # 4x4 per pixel
         plt.imsave(os.path.join(out, "grids", f"{s}_nfe{target}.png"),
                    tile[..., 0] if c == 1 else tile, cmap="gray", vmin=0.0, vmax=1.0)
 

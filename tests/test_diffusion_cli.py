@@ -1,4 +1,5 @@
-"""`samplers diffusion`: argument errors, help, what "seconds" and the SW noise floor mean."""
+"""`samplers diffusion`: argument errors, help, what "seconds" and the SW noise floor mean;
+the real-data run (`--data FILE.npz`): its JSON, plots, grids and one-line errors."""
 import json
 import time
 
