@@ -17,11 +17,10 @@ from .networks import PREDICTIONS, Network
 from .solvers import (ODE_SOLVERS, SDE_SOLVERS, SOLVERS, TIME_GRIDS, check_score,
                       gaussian_flow, nfe, sample, solve_ode, solve_sde, teleport, time_grid)
 from .likelihood import log_likelihood
-from .demo import demo_case
 from .training import TrainResult, learned_score, train, train_score
 
 __all__ = ["scores", "networks", "metrics", "SDE", "VPSDE", "SubVPSDE", "VESDE", "DiscreteVPSDE",
            "SCHEDULES", "Network", "PREDICTIONS", "ODE_SOLVERS", "SDE_SOLVERS",
            "SOLVERS", "TIME_GRIDS", "check_score", "gaussian_flow", "nfe", "sample",
-           "solve_ode", "solve_sde", "teleport", "time_grid", "log_likelihood", "demo_case",
+           "solve_ode", "solve_sde", "teleport", "time_grid", "log_likelihood",
            "nets", "train", "TrainResult", "train_score", "learned_score"]

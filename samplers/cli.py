@@ -7,72 +7,37 @@ import os
 import sys
 import time
 from importlib.metadata import entry_points
-from typing import NamedTuple, Optional, Sequence
+from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import diagnostics, federated, langevin, targets
+from . import diagnostics
 from .data import minibatches
+from .demos import demo_cases
 from .run import run
 
-
-class DemoCase(NamedTuple):
-    """One row of the demo: a sampler on a target with a known answer."""
-
-    method: str
-    target: targets.Target
-    algorithm: object
-    num_steps: int
-    num_warmup: int = 0
-    batch_size: Optional[int] = None
-
-
-def demo_cases(key, num_steps: int = 20_000) -> list[DemoCase]:
-    """Each Langevin sampler on its default target (exact mean and covariance known)."""
-    gauss = targets.gaussian(jnp.array([1.0, -1.0]), jnp.array([[1.0, 0.8], [0.8, 1.5]]))
-    blr = targets.make_linear_regression(key, n=500, d=2, noise_scale=1.0, prior_scale=1.0)
-    sgld_grad = langevin.minibatch_gradient(blr.logprior_fn, blr.loglik_fn, 500)
-    fed_target, fed_clients = _federated_gaussian()
-    return [
-        DemoCase("ula", gauss, langevin.ula(gauss.logdensity_fn, 0.2), num_steps),
-        DemoCase("mala", gauss, langevin.mala(gauss.logdensity_fn, 0.5), num_steps, num_warmup=1000),
-        DemoCase("underdamped (BAOAB)", gauss, langevin.underdamped(gauss.logdensity_fn, 0.3),
-                 num_steps, num_warmup=1000),
-        DemoCase("sgld", blr, langevin.sgld(sgld_grad, 2e-4), num_steps, num_warmup=1000,
-                 batch_size=50),
-        DemoCase("fald (K=5)", fed_target, federated.fald(fed_clients, 5, 0.02),
-                 max(10, num_steps // 50 * 10), num_warmup=200),
-    ]
-
-
-def _federated_gaussian():
-    """Four clients with quadratic potentials of different curvature and optimum; the
-    posterior is N(A^-1 sum_c A_c mu_c, A^-1), A = sum_c A_c. FA-LD's error includes its
-    heterogeneity bias (Deng et al. 2021, Theorem 4.7)."""
-    precisions = jnp.array([[[2.0, 0.5], [0.5, 1.0]], [[1.0, 0.0], [0.0, 3.0]],
-                            [[1.5, -0.5], [-0.5, 1.0]], [[0.5, 0.0], [0.0, 0.5]]])
-    means = jnp.array([[1.0, 0.0], [-1.0, 1.0], [0.5, -1.0], [0.0, 2.0]])
-    cov = jnp.linalg.inv(precisions.sum(0))
-    mean = cov @ jnp.einsum("cij,cj->i", precisions, means)
-    clients = [lambda x, a=a, m=m: -0.5 * (x - m) @ a @ (x - m) for a, m in zip(precisions, means)]
-    return targets.gaussian(mean, cov)._replace(name="gaussian (4 clients)"), clients
-
-
-_OWN_ROWS = ("ula", "mala", "underdamped", "sgld", "fald")  # names of demo_cases' rows, in order
+# names of the Langevin and FA-LD rows (samplers.demos.demo_cases), in order
+_OWN_ROWS = ("ula", "mala", "underdamped", "sgld", "fald")
 
 
 def _row_name(method: str) -> str:
     return method.split()[0]
 
 
+def _demo_entries() -> list:
+    """The ``samplers.demos`` entry points, in name order."""
+    return sorted(entry_points(group="samplers.demos"), key=lambda entry: entry.name)
+
+
 def demo_rows() -> list[str]:
-    """Names of the rows of ``samplers demo``, in order: the Langevin rows of
-    :func:`demo_cases`, then those of the ``samplers.demos`` entry points (vi, diffusion,
-    stein, smc, ...). ``--only`` selects rows by these names or their prefixes; each row's
+    """Names of the rows of ``samplers demo``, in order: the Langevin and FA-LD rows of
+    :func:`samplers.demos.demo_cases`, then those of the ``samplers.demos`` entry points
+    (diffusion, fbgvi, smc, stein, sw_flow: functions of ``samplers.demos``, ``vi.demos`` and
+    ``diffusion.demos``). ``--only`` selects rows by these names or their prefixes; each row's
     plot is ``NAME.png``."""
-    return list(_OWN_ROWS) + [entry.name for entry in entry_points(group="samplers.demos")]
+    return list(_OWN_ROWS) + [entry.name for entry in _demo_entries()]
 
 
 def _check_only(only: Optional[Sequence[str]]) -> None:
@@ -225,7 +190,7 @@ def demo(out: str = "samplers-demo", num_chains: int = 4, seed: int = 0,
              {"method": case.method, "target": case.target.name, "w2_error": error,
               "min_ess": min_ess, "seconds": seconds, "draws": flat, "exact_draws": exact,
               "axis_labels": labels})
-    for entry in entry_points(group="samplers.demos"):  # rows from vi, diffusion, ...
+    for entry in _demo_entries():  # rows from samplers.demos, vi.demos, diffusion.demos
         if wanted(entry.name):
             show(entry.name, entry.load()(seed=seed))
     print(f"plots written to {os.path.abspath(out)}/")

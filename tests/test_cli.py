@@ -115,9 +115,30 @@ def test_demo_only_with_an_unknown_row_names_the_rows_and_creates_nothing(tmp_pa
 
 
 def test_demo_row_names_are_the_rows_it_runs():
-    names = [m.split()[0] for m in (c.method for c in cli.demo_cases(__import__("jax").random.key(0), 10))]
+    import jax
+
+    from samplers.demos import demo_cases
+
+    names = [m.split()[0] for m in (c.method for c in demo_cases(jax.random.key(0), 10))]
     assert names == cli.demo_rows()[:5]
-    assert {"fbgvi", "sw_flow", "diffusion", "stein", "smc"} <= set(cli.demo_rows())
+    assert cli.demo_rows()[5:] == ["diffusion", "fbgvi", "smc", "stein", "sw_flow"]
+
+
+def test_demo_entry_points_name_row_functions_of_the_demos_modules():
+    """pyproject.toml's ``samplers.demos`` entry points (read from the file, not from the
+    installed metadata) each name a function of a package's demos module, the only modules
+    that hold demo rows."""
+    import importlib
+    import inspect
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    entries = pyproject["project"]["entry-points"]["samplers.demos"]
+    assert sorted(entries) == ["diffusion", "fbgvi", "smc", "stein", "sw_flow"]
+    for name, target in entries.items():
+        module, attr = target.split(":")
+        assert module in ("samplers.demos", "vi.demos", "diffusion.demos"), (name, target)
+        assert inspect.isfunction(getattr(importlib.import_module(module), attr)), target
 
 
 def test_demo_help_says_one_plot_per_row(capsys):
@@ -161,10 +182,10 @@ def test_particle_rows_bring_their_pictures():
     """The stein and sw_flow rows return what their plots need (tiny sizes)."""
     import matplotlib.pyplot as plt
 
-    from samplers import sliced, stein
+    from samplers.demos import stein_row, sw_flow_row
 
-    for row, n in ((stein.demo_case(num_particles=10, num_steps=5), 10),
-                   (sliced.demo_case(num_points=20, num_steps=5), 20)):
+    for row, n in ((stein_row(num_particles=10, num_steps=5), 10),
+                   (sw_flow_row(num_points=20, num_steps=5), 20)):
         assert row["draws"].shape[0] == n and row["exact_draws"].shape[1] == row["draws"].shape[1]
         plt.close(cli._figure(row))
 
@@ -173,8 +194,8 @@ def test_particle_rows_bring_their_pictures():
 def test_smoothing_row_brings_its_marginals():
     import matplotlib.pyplot as plt
 
-    from samplers.smc.demo import demo_case as smc_case
+    from samplers.demos import smc_row
 
-    row = smc_case(num_steps=6, num_particles=8, num_sweeps=3, burn_in=1, num_chains=2)
+    row = smc_row(num_steps=6, num_particles=8, num_sweeps=3, burn_in=1, num_chains=2)
     assert all(len(v) == 6 for v in row["marginals"].values())
     plt.close(cli._figure(row))

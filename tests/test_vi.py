@@ -328,13 +328,6 @@ def test_reparam_vi_reaches_the_gaussian_target():
     assert kl < 1e-2 * kl0, (kl, kl0)
 
 
-def test_demo_case_row():
-    row = vi.demo_case(num_steps=200)
-    assert row["method"] == "fbgvi" and row["target"] == "gaussian" and row["seconds"] > 0
-    # float32: W2 near 0 is resolved only to about sqrt(eps * tr) ~ 5e-4 (gaussian_w2 docstring)
-    assert row["w2_error"] < 5e-3
-
-
 # ------------------------------------------------------------- the step-size rules
 
 def test_backtracking_on_a_gaussian_takes_one_over_beta_and_reaches_the_target():

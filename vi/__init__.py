@@ -13,10 +13,9 @@ from .fbgvi import (
     jko_entropy_step, minibatch_logdensity, ravel_logdensity, reparam_vi, sfbgvi,
 )
 from .gaussian import Gaussian
-from .demo import demo_case
 
 __all__ = [
     "Gaussian", "VIAlgorithm", "VIInfo", "VIState", "VITrace", "bwgd", "default_step_size",
-    "demo_case", "expected_grad_hess", "fbgvi", "jko_entropy_step", "minibatch_logdensity",
+    "expected_grad_hess", "fbgvi", "jko_entropy_step", "minibatch_logdensity",
     "ravel_logdensity", "reparam_vi", "sfbgvi",
 ]
