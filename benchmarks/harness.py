@@ -29,6 +29,12 @@ from typing import Any, Callable, Iterable, Optional
 
 import jax
 
+from samplers import configure_xla
+
+# before any benchmark computes: jaxlib 0.10's CPU YNN fusions slow PaRIS 7-15x (samplers/_xla.py);
+# ours and the peers run under the same flags
+configure_xla()
+
 __all__ = ["Case", "compare", "machine_info", "markdown_report", "write_report", "main"]
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"

@@ -26,7 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from samplers import smc  # noqa: E402
+from samplers import configure_xla, smc  # noqa: E402
 
 TRUTH = {"mu": -1.0, "rho": 0.9, "sigma": 0.3}
 START = {"mu": 0.0, "rho": 0.5, "sigma": 0.6}
@@ -139,4 +139,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
+    configure_xla()  # before any JAX computation: PaRIS's exact backward draws (samplers/_xla.py)
     main()

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import diagnostics
+from ._xla import configure_xla
 from .data import minibatches
 from .demos import demo_cases
 from .run import run
@@ -240,6 +241,9 @@ def bench_main(argv: Sequence[str]) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The ``samplers`` command. Turns XLA's CPU YNN fusions off first
+    (:func:`samplers.configure_xla`; ``SAMPLERS_KEEP_XLA_FLAGS=1`` keeps XLA's defaults)."""
+    configure_xla()
     parser = argparse.ArgumentParser(
         prog="samplers", description="JAX samplers checked against their convergence guarantees.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
