@@ -1,7 +1,7 @@
 """FA-LD: the communication/accuracy trade-off, and client-step throughput on one device vs sharded.
 
 **Trade-off (exact, no sampling).** On quadratic clients f_c(x) = 1/2 (x - mu_c)^T A_c (x - mu_c)
-one FA-LD round (Deng et al., arXiv 2112.05120, Algorithm 1) is the affine Gaussian map
+one FA-LD round [Deng2024, Algorithm 1] is the affine Gaussian map
 x -> M x + b + e, e ~ N(0, Q), with G_c = I - eta A_c / p_c and
 
     M = sum_c p_c G_c^K,   b = sum_c p_c (I - G_c^K) mu_c,

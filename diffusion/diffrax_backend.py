@@ -1,4 +1,4 @@
-"""Any diffrax solver (Kidger 2021, "On Neural Differential Equations", ch. 5) as a
+"""Any diffrax solver [Kidger2021, ch. 5] as a
 back-end for the probability-flow ODE, fixed-step or adaptive. Optional: needs ``diffrax``.
 
 diffrax counts attempted steps (rejected ones included) in ``num_steps`` and has no NFE

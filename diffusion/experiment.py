@@ -3,7 +3,7 @@
 For each solver and step count: draw samples from the same prior points x_T, measure their
 distance to exact samples (sliced Wasserstein, MMD), the paired RMS error against a fine
 reference solve from the same x_T (RK4, log-SNR grid; an upper bound on W2 between the two
-laws with no sampling-noise floor, notes B6), the exact W2 for Gaussian targets (the ODE
+laws with no sampling-noise floor), the exact W2 for Gaussian targets (the ODE
 solvers are affine there, :mod:`diffusion.exact_law`), and the number of score evaluations (NFE).
 Writes ``results.json``, ``convergence.png`` (error vs NFE, log-log, with fitted slopes) and,
 for 2-d targets, ``samples.png``.

@@ -1,5 +1,5 @@
-"""Log-likelihood through the probability-flow ODE (Song et al. 2021, Sec. 4.3 and App. D.2;
-Chen et al. 2018, "Neural ODEs", instantaneous change of variables):
+"""Log-likelihood through the probability-flow ODE [Song2021, Sec. 4.3 and
+App. D.2] and the instantaneous change of variables [Chen2018]:
 
     log p_{t_min}(x) = log p_{t_max}(x_{t_max}) + int_{t_min}^{t_max} div v(x_t, t) dt,
 
@@ -7,7 +7,7 @@ with v the PF-ODE velocity, x_t the ODE solution started at x_{t_min} = x, and t
 N(0, prior_std^2 I) standing in for p_{t_max}. The divergence is the exact trace of the
 Jacobian (``method="exact"``, d forward-mode passes: small d) or Hutchinson's estimator
 z^T (dv/dx) z with Rademacher z held fixed along the path (``method="hutchinson"``;
-Grathwohl et al. 2019, FFJORD), unbiased for the divergence.
+FFJORD, [Grathwohl2019]), unbiased for the divergence.
 """
 from __future__ import annotations
 

@@ -7,11 +7,11 @@ of a classifier trained on the data can. The usual recipe:
 
 * :func:`digits_classifier` trains a small MLP classifier (seconds on a CPU) and returns its
   penultimate-layer ``features``;
-* :func:`frechet_distance` (FID's formula, Heusel et al. 2017), :func:`kernel_distance`
-  (KID, Binkowski et al. 2018) and :func:`precision_recall` (Kynkaanniemi et al. 2019)
+* :func:`frechet_distance` (FID's formula, [Heusel2017]), :func:`kernel_distance`
+  (KID, [Binkowski2018]) and :func:`precision_recall` [Kynkaanniemi2019]
   compare the features of real and generated images;
 * :func:`bits_per_dim` turns :func:`diffusion.log_likelihood` into the bits per dimension of
-  discrete images (Theis et al. 2016, uniform dequantisation).
+  discrete images (uniform dequantisation, [Theis2016]).
 
 The distances run in float64 (``jax.enable_x64``, or numpy on the host): each is a
 difference of large, nearly equal sums (the Frechet distance's traces, KID's kernel means),
@@ -81,10 +81,9 @@ def _check_int(name, value, minimum):
 # ------------------------------------------------------------------------- Frechet distance
 
 def frechet_distance(features_a, features_b) -> float:
-    """Frechet distance between Gaussians fitted to two feature sets (Heusel et al. 2017,
-    "GANs trained by a two time-scale update rule ...", arXiv:1706.08500, the definition of
-    FID, there with Inception features; the Frechet distance of two Gaussians is Dowson &
-    Landau 1982):
+    """Frechet distance between Gaussians fitted to two feature sets ([Heusel2017],
+    the definition of FID, there with Inception features; the Frechet distance of two
+    Gaussians is [Dowson1982]):
 
         |m_a - m_b|^2 + tr(C_a + C_b - 2 (C_a C_b)^{1/2}),
 
@@ -98,7 +97,7 @@ def frechet_distance(features_a, features_b) -> float:
     Args:
       features_a: (n_a, d), features_b: (n_b, d) features (n >= 2 each).
     Returns the distance (>= 0) as a float. From samples it is biased upwards, by a term of
-    order 1 / n (Chong & Forsyth 2020, "Effectively unbiased FID"): compare figures at equal
+    order 1 / n [Chong2020]: compare figures at equal
     sample sizes.
     """
     a = _features("features_a", features_a, 2)
@@ -119,13 +118,13 @@ class KernelDistance(NamedTuple):
 
 
 def _cubic_kernel(x, y):
-    """k(x, y) = (x . y / d + 1)^3, KID's kernel (Binkowski et al. 2018)."""
+    """k(x, y) = (x . y / d + 1)^3, KID's kernel [Binkowski2018]."""
     return (x @ y.T / x.shape[-1] + 1.0) ** 3
 
 
 @jax.jit
 def _mmd2_and_stderr(x, y):
-    """Unbiased MMD^2 (Gretton et al. 2012, Lemma 6) with the cubic kernel, and its
+    """Unbiased MMD^2 [Gretton2012, Lemma 6] with the cubic kernel, and its
     first-order (Hoeffding) standard error sqrt(4 Var h_x / n + 4 Var h_y / m), where
     h_x(x_i) = mean_{j != i} k(x_i, x_j) - mean_l k(x_i, y_l) (and h_y likewise)."""
     n, m = x.shape[0], y.shape[0]
@@ -150,9 +149,8 @@ def _subsets(key, num_points, num_subsets, subset_size):
 
 def kernel_distance(features_a, features_b, *, num_subsets: int = 1,
                     subset_size: Optional[int] = None, key=None) -> KernelDistance:
-    """Kernel Inception Distance (Binkowski et al. 2018, "Demystifying MMD GANs",
-    arXiv:1801.01401, its definition of KID): the unbiased estimator of MMD^2 (Gretton et al.
-    2012, Lemma 6),
+    """Kernel Inception Distance ([Binkowski2018], its
+    definition of KID): the unbiased estimator of MMD^2 [Gretton2012, Lemma 6],
 
         mean_{i != j} k(a_i, a_j) + mean_{i != j} k(b_i, b_j) - 2 mean_{i, j} k(a_i, b_j),
 
@@ -166,7 +164,7 @@ def kernel_distance(features_a, features_b, *, num_subsets: int = 1,
         sqrt(4 Var h_a / n_a + 4 Var h_b / n_b) of the U-statistic (h_a(a_i) = mean_{j != i}
         k(a_i, a_j) - mean_l k(a_i, b_l)); it is a proper standard error when the laws
         differ, and about 0 (too small) when they are equal, where the spread is of order
-        1 / n instead of 1 / sqrt(n). Otherwise (Binkowski et al.'s subset scheme) the value
+        1 / n instead of 1 / sqrt(n). Otherwise (the subset scheme of [Binkowski2018]) the value
         is the mean of the estimates on ``num_subsets`` subsets of ``subset_size`` rows of
         each set (default ``min(n_a, n_b) // num_subsets``), and ``stderr`` is the standard
         deviation of the subset estimates over sqrt(num_subsets) (NaN for one subset). When
@@ -244,8 +242,8 @@ def _covered(points, centres, radii):
 
 
 def precision_recall(real_features, fake_features, k: int = 3) -> PrecisionRecall:
-    """Improved precision and recall (Kynkaanniemi et al. 2019, "Improved precision and
-    recall metric for assessing generative models", arXiv:1904.06991, Sec. 2). The manifold
+    """Improved precision and recall [Kynkaanniemi2019,
+    Sec. 2]. The manifold
     of a set is the union of balls around its points, each of radius the distance to the
     point's k-th nearest neighbour in the set (k = 3 in the paper). Precision is the
     fraction of fake points inside the real manifold (how many samples are realistic);
@@ -276,8 +274,8 @@ def bits_per_dim(key, data, sde, score, *, num_levels: int = 256, method: Option
     from the PF-ODE log-likelihood (:func:`diffusion.log_likelihood`).
 
     Images u in {0, ..., K - 1}^d (K = ``num_levels``; 256 for 8-bit pixels) are dequantised
-    as v = u + U, U ~ Uniform[0, 1)^d (Theis et al. 2016, "A note on the evaluation of
-    generative models", arXiv:1511.01844), and mapped to the model's scale by x = v / s - 1 with
+    as v = u + U, U ~ Uniform[0, 1)^d [Theis2016],
+    and mapped to the model's scale by x = v / s - 1 with
     s = (K - 1) / 2 (= 127.5: pixel values u / 127.5 - 1 lie in [-1, 1], the scale of
     DDPM and score-SDE training; dequantised x lies in [-1, 1 + 1 / s)). The discrete model
     P(u) = int_{[0,1)^d} p_v(u + w) dw satisfies, by Jensen's inequality,
@@ -402,11 +400,11 @@ def digits_classifier(key, images, labels, *, test_images=None, test_labels=None
                       weight_decay: float = 1e-4) -> Classifier:
     """Train a small MLP classifier (inputs standardised by the training set's mean image and
     pixel standard deviation, SiLU hidden layers ``hidden``, softmax cross-entropy, AdamW
-    (Loshchilov & Hutter 2019) with ``learning_rate`` and ``weight_decay``, ``steps``
+    [Loshchilov2019] with ``learning_rate`` and ``weight_decay``, ``steps``
     minibatches of ``batch_size`` drawn with replacement, one jitted ``lax.scan``) and
     return its penultimate layer as a feature map for :func:`frechet_distance`,
     :func:`kernel_distance` and :func:`precision_recall` (a data set's own classifier in
-    place of Inception, as Heusel et al. 2017 suggest for other domains).
+    place of Inception, as [Heusel2017] suggest for other domains).
 
     Made for scikit-learn's 8x8 digits (``sklearn.datasets.load_digits``: 1797 images,
     pixel values 0-16, 10 classes), where the defaults train in a few seconds on a CPU;

@@ -3,15 +3,15 @@ pytree (no framework): ``model = mlp(hidden=(128, 128))``, ``params = model.init
 ``eps = model.apply(params, x, t)`` for one point x (dim,) and scalar t.
 
 The time embedding is [sin(2 pi w_k t), cos(2 pi w_k t)] with fixed frequencies w_k = 2^k
-(k = 0 .. num_frequencies - 1), concatenated to x (the "Fourier features" of Tancik et al.
-2020, as used by Song et al. 2021's NCSN++ in random form).
+(k = 0 .. num_frequencies - 1), concatenated to x (the "Fourier features" of [Tancik2020],
+as used by [Song2021]'s NCSN++ in random form).
 
-:func:`unet` builds a small U-Net for images (Ronneberger et al. 2015, as DDPM uses it: Ho et
-al. 2020, App. B) with the batched ``apply_fn(params, x, t, cond)`` of
-:class:`diffusion.Network`: residual blocks of GroupNorm (Wu & He 2018), SiLU and 3x3
-convolutions (``jax.lax.conv_general_dilated``), a sinusoidal time embedding (Vaswani et al.
-2017, Sec. 3.5) through a two-layer MLP added to every block, an optional class embedding
-added to it, average-pool downsampling and nearest-neighbour upsampling with skip
+:func:`unet` builds a small U-Net for images ([Ronneberger2015], as DDPM uses it:
+[Ho2020, App. B]) with the batched ``apply_fn(params, x, t, cond)`` of
+:class:`diffusion.Network`: residual blocks of GroupNorm [Wu2018], SiLU and 3x3
+convolutions (``jax.lax.conv_general_dilated``), a sinusoidal time embedding
+[Vaswani2017, Sec. 3.5] through a two-layer MLP added to every block, an optional class
+embedding added to it, average-pool downsampling and nearest-neighbour upsampling with skip
 connections between the resolutions.
 """
 from __future__ import annotations
@@ -89,7 +89,7 @@ def _apply_conv(p, h):
 
 
 def _group_norm(p, h, eps=1e-5):
-    """GroupNorm (Wu & He 2018, eq. 1-3) over gcd(C, 8) groups of channels."""
+    """GroupNorm [Wu2018, eq. 1-3] over gcd(C, 8) groups of channels."""
     n, height, width, c = h.shape
     g = math.gcd(c, 8)
     hg = h.reshape(n, height, width, g, c // g)
@@ -109,7 +109,7 @@ def _res_block_init(key, cin, cout, emb):
 
 
 def _res_block(p, h, emb):
-    """h + conv(silu(norm(conv(silu(norm(h))) + dense(silu(emb))))) (Ho et al. 2020, App. B,
+    """h + conv(silu(norm(conv(silu(norm(h))) + dense(silu(emb))))) ([Ho2020, App. B],
     without dropout or attention); a 1x1 convolution on the skip path when channels change."""
     out = _apply_conv(p["conv1"], jax.nn.silu(_group_norm(p["norm1"], h)))
     e = jax.nn.silu(emb) @ p["emb"]["w"].astype(h.dtype) + p["emb"]["b"].astype(h.dtype)

@@ -9,20 +9,20 @@ leaves have n rows) or None; it returns the prediction for the batch, of shape (
 The solvers turn every prediction into the noise prediction eps of x_t = alpha_t x_0 +
 sigma_t eps (any linear SDE; :func:`eps_function`):
 
-* ``"eps"`` (Ho et al. 2020, eq. 11): eps;
+* ``"eps"`` [Ho2020, eq. 11]: eps;
 * ``"x0"`` (data prediction, a denoiser): eps = (x - alpha_t x0) / sigma_t;
-* ``"v"`` (Salimans & Ho 2022, "Progressive Distillation", Sec. 4):
+* ``"v"`` [Salimans2022, Sec. 4]:
   v = alpha_t eps - sigma_t x0, so eps = (sigma_t x + alpha_t v) / (alpha_t^2 + sigma_t^2)
   (= sigma_t x + alpha_t v for VP);
 * ``"score"``: eps = -sigma_t score;
-* ``"edm"`` (Karras et al. 2022, "Elucidating the Design Space", Table 1, with
+* ``"edm"`` ([Karras2022], "Elucidating the Design Space", Table 1, with
   sigma_data = ``sigma_data``): the network is EDM's raw F and the denoiser is
   D(x~; s) = c_skip x~ + c_out F(c_in x~; c_noise) in EDM's scale x~ = x / alpha_t, s =
   sigma_t / alpha_t, with c_skip = sd^2/(s^2 + sd^2), c_out = s sd / sqrt(s^2 + sd^2),
   c_in = 1 / sqrt(s^2 + sd^2), c_noise = ln(s) / 4; then eps = (x~ - D) / s
   = (s x~ - sd sqrt(s^2 + sd^2) F) / (s^2 + sd^2).
 
-Classifier-free guidance (Ho & Salimans 2022, eq. 6, written as diffusers does): with a
+Classifier-free guidance [Ho2022, eq. 6] (written as diffusers does): with a
 ``guidance_scale`` w the prediction is pred(null) + w (pred(cond) - pred(null)); w = 1 is the
 conditional model and w = 0 the unconditional one (the paper's (1 + w') pred(cond) - w'
 pred(null) is w = 1 + w'). Every conversion above is affine in the prediction with
@@ -51,8 +51,8 @@ PREDICTIONS = ("eps", "x0", "v", "score", "edm")
 class Network:
     """A trained network ``apply_fn(params, x, t, cond) -> prediction`` (batched; see the
     module docstring for shapes) and what it predicts: ``prediction`` one of ``PREDICTIONS``;
-    ``sigma_data`` is EDM's data standard deviation (``prediction="edm"`` only; Karras et al.
-    2022 use 0.5). Hashable (it is a static argument of the compiled sampler, compared by
+    ``sigma_data`` is EDM's data standard deviation (``prediction="edm"`` only; [Karras2022]
+    use 0.5). Hashable (it is a static argument of the compiled sampler, compared by
     ``apply_fn``'s identity: build the Network once, since a new lambda or
     ``functools.partial`` each call compiles anew); the network's parameters and conditions
     are not part of it: they are the ``params`` and ``cond`` arguments of
@@ -78,7 +78,7 @@ def _broadcast_rows(tree, n):
 
 
 def edm_preconditioning(sigma, sigma_data):
-    """EDM's preconditioning at noise level ``sigma`` (Karras et al. 2022, Table 1):
+    """EDM's preconditioning at noise level ``sigma`` [Karras2022, Table 1]:
     ``(c_skip, c_out, c_in, c_noise)`` = (sd^2 / (sigma^2 + sd^2), sigma sd / sqrt(sigma^2 +
     sd^2), 1 / sqrt(sigma^2 + sd^2), ln(sigma) / 4) with sd = ``sigma_data``; the denoiser is
     D(x; sigma) = c_skip x + c_out F(c_in x; c_noise) (their eq. 7). Elementwise in sigma."""

@@ -3,9 +3,9 @@ and a scalar time ``t`` (the solvers vmap over points).
 
 Exact scores of Gaussian and Gaussian-mixture data under a linear SDE (p_t is again Gaussian
 or a Gaussian mixture: data N(mu, Sigma) gives p_t = N(alpha_t mu, alpha_t^2 Sigma +
-sigma_t^2 I); Song et al. 2021 App. B; Wang & Vastola 2024, "The Unreasonable Effectiveness
-of Gaussian Score Approximation for Diffusion Models", eq. 4), and adapters from
-noise-prediction (eps(x, t) = -sigma_t score; Ho et al. 2020, Lu et al. 2022 eq. 2.4) and
+sigma_t^2 I); [Song2021, App. B; Wang2024,
+eq. 4]), and adapters from
+noise-prediction (eps(x, t) = -sigma_t score; [Ho2020; Lu2022a, eq. 2.4]) and
 denoiser (Tweedie: D(x, t) = (x + sigma_t^2 score) / alpha_t) networks.
 """
 from __future__ import annotations
@@ -61,7 +61,7 @@ def _gauss_parts(sde, g: GaussianData, x, t):
 def gaussian(sde, mean, cov) -> Callable:
     """Exact score of p_t for data N(mean, cov):
     ``-(alpha_t^2 cov + sigma_t^2 I)^{-1} (x - alpha_t mean)``, applied in cov's eigenbasis
-    (Wang & Vastola 2024, eq. 4). ``mean`` (d,), ``cov`` (d, d) symmetric PSD."""
+    [Wang2024, eq. 4]. ``mean`` (d,), ``cov`` (d, d) symmetric PSD."""
     g = gaussian_data(mean, cov)
 
     def score(x, t):
@@ -142,7 +142,7 @@ def mixture_log_prob(sde, weights, means, covs) -> Callable:
 
 def from_noise_predictor(sde, eps_fn: Callable) -> Callable:
     """Score from a noise predictor: ``score(x, t) = -eps_fn(x, t) / sigma_t``
-    (Lu et al. 2022, DPM-Solver, eq. 2.4 and Sec. 2)."""
+    [Lu2022a, eq. 2.4 and Sec. 2]."""
     if not callable(eps_fn):
         raise TypeError(f"eps_fn must be callable eps_fn(x, t), got {eps_fn!r}")
 

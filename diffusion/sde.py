@@ -1,13 +1,13 @@
-"""Forward SDEs with Gaussian transitions (Song et al., ICLR 2021, "Score-Based Generative
+"""Forward SDEs with Gaussian transitions ([Song2021], "Score-Based Generative
 Modeling through Stochastic Differential Equations", Sec. 3.4 and App. B).
 
 Every SDE here is linear, ``dx = f(t) x dt + g(t) dW`` on ``t in [0, t_max]``, with
-transition ``x_t | x_0 ~ N(alpha_t x_0, sigma_t^2 I)``. Then (Song et al. eq. 29)
+transition ``x_t | x_0 ~ N(alpha_t x_0, sigma_t^2 I)``. Then [Song2021, eq. 29]
 
     f(t) = d log alpha_t / dt,        g(t)^2 = d sigma_t^2 / dt - 2 f(t) sigma_t^2,
 
-and the half log-SNR is ``lambda_t = log(alpha_t / sigma_t)`` (Lu et al., DPM-Solver, NeurIPS
-2022, Sec. 2), strictly decreasing in t. Each SDE gives ``t_of_log_snr``, the inverse of
+and the half log-SNR is ``lambda_t = log(alpha_t / sigma_t)`` [Lu2022a,
+Sec. 2], strictly decreasing in t. Each SDE gives ``t_of_log_snr``, the inverse of
 ``lambda``, in closed form; the exponential-integrator solvers and the log-SNR / Karras time
 grids need it.
 
@@ -86,7 +86,7 @@ class SDE:
         return t
 
     def pf_ode_drift(self, x, t, score_value):
-        """Probability-flow ODE velocity dx/dt = f(t) x - g(t)^2 / 2 * score (Song et al. eq. 13)."""
+        """Probability-flow ODE velocity dx/dt = f(t) x - g(t)^2 / 2 * score [Song2021, eq. 13]."""
         return self.drift_coef(t) * x - 0.5 * self.g2(t) * score_value
 
 
@@ -113,7 +113,7 @@ def _linear_t_of_log_alpha(log_alpha, b0, b1):
 
 
 class _VariancePreserving(SDE):
-    """sigma_t = sqrt(1 - alpha_t^2), g^2 = beta = -2 d log alpha_t / dt (Song et al. 2021,
+    """sigma_t = sqrt(1 - alpha_t^2), g^2 = beta = -2 d log alpha_t / dt ([Song2021],
     eq. 11); subclasses define ``log_alpha``, ``dlog_alpha`` and ``_t_of_log_alpha``."""
 
     variance_preserving = True
@@ -140,12 +140,12 @@ class _VariancePreserving(SDE):
 
 @dataclasses.dataclass(frozen=True)
 class VPSDE(_VariancePreserving):
-    """Variance-preserving SDE (DDPM's continuous limit; Song et al. 2021 eq. 11 and App. B).
+    """Variance-preserving SDE (DDPM's continuous limit; [Song2021, eq. 11 and App. B]).
 
     ``schedule="linear"``: beta(t) = beta_min + t (beta_max - beta_min),
     log alpha_t = -t^2 (beta_max - beta_min)/4 - t beta_min/2, sigma_t = sqrt(1 - alpha_t^2),
     f = -beta/2, g^2 = beta.
-    ``schedule="cosine"`` (Nichol & Dhariwal 2021, eq. 17): log alpha_t =
+    ``schedule="cosine"`` [Nichol2021, eq. 17]: log alpha_t =
     log cos((t+s)/(1+s) pi/2) - log cos(s/(1+s) pi/2), s = 0.008; t_max defaults to 0.9946
     (as DPM-Solver does) to stay away from the singularity at t = 1.
     Prior N(0, I).
@@ -194,7 +194,7 @@ class VPSDE(_VariancePreserving):
 
 @dataclasses.dataclass(frozen=True)
 class SubVPSDE(SDE):
-    """Sub-VP SDE (Song et al. 2021 eq. 17): same alpha_t as the linear VP SDE,
+    """Sub-VP SDE [Song2021, eq. 17]: same alpha_t as the linear VP SDE,
     sigma_t = 1 - alpha_t^2 (a standard deviation), f = -beta/2,
     g^2 = beta (1 - alpha_t^4). Prior N(0, I)."""
 
@@ -233,7 +233,7 @@ class SubVPSDE(SDE):
 
 @dataclasses.dataclass(frozen=True)
 class VESDE(SDE):
-    """Variance-exploding SDE (Song et al. 2021 eq. 9 / App. B; NCSN's continuous limit):
+    """Variance-exploding SDE ([Song2021, eq. 9] / App. B; NCSN's continuous limit):
     alpha_t = 1, sigma_t = sigma_min (sigma_max / sigma_min)^t, f = 0,
     g^2 = d sigma_t^2 / dt = 2 log(sigma_max / sigma_min) sigma_t^2. Prior N(0, sigma_max^2 I).
 
@@ -277,16 +277,16 @@ class VESDE(SDE):
 
 
 SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
-# (beta_start, beta_end) of the named schedules: DDPM's (Ho et al. 2020, Sec. 4) and Stable
-# Diffusion's (Rombach et al. 2022) for "scaled_linear"
+# (beta_start, beta_end) of the named schedules: DDPM's [Ho2020, Sec. 4] and Stable
+# Diffusion's [Rombach2022] for "scaled_linear"
 _BETA_RANGE = {"linear": (1e-4, 0.02), "scaled_linear": (0.00085, 0.012)}
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
 class DiscreteVPSDE(_VariancePreserving):
-    """The variance-preserving SDE of a discrete-time checkpoint (DDPM, Ho et al. 2020, eq. 4:
+    """The variance-preserving SDE of a discrete-time checkpoint (DDPM, [Ho2020, eq. 4]:
     x_n | x_0 ~ N(sqrt(abar_n) x_0, (1 - abar_n) I), n = 0 .. N-1), made continuous as in
-    DPM-Solver (Lu et al. 2022, arXiv 2206.00927, appendix on discrete-time DPMs): step n at
+    DPM-Solver [Lu2022a, appendix on discrete-time DPMs]: step n at
     t_n = (n + 1) / N, and log alpha_t is piecewise linear in t through the points
     (t_n, log sqrt(abar_n)). So alpha_{t_n}^2 = abar_n exactly, f = d log alpha_t / dt is
     constant between the points and g^2 = -2 f. A :class:`diffusion.Network` is called with
@@ -329,7 +329,7 @@ class DiscreteVPSDE(_VariancePreserving):
 
     @classmethod
     def from_betas(cls, betas, **kwargs) -> "DiscreteVPSDE":
-        """abar_n = prod_{m <= n} (1 - beta_m) (Ho et al. 2020, Sec. 2) for betas in (0, 1);
+        """abar_n = prod_{m <= n} (1 - beta_m) [Ho2020, Sec. 2] for betas in (0, 1);
         ``kwargs`` (``t_min``, ``t_max``) go to the constructor."""
         betas = np.asarray(betas, dtype=np.float64)
         if betas.ndim != 1 or not np.all((betas > 0) & (betas < 1)):
@@ -343,12 +343,12 @@ class DiscreteVPSDE(_VariancePreserving):
         """A named training schedule over ``num_timesteps`` steps, as diffusers names them:
 
         * ``"linear"``: betas evenly spaced from ``beta_start`` to ``beta_end`` (default
-          1e-4 to 0.02, DDPM; Ho et al. 2020, Sec. 4);
+          1e-4 to 0.02, DDPM; [Ho2020, Sec. 4]);
         * ``"scaled_linear"``: betas = (evenly spaced from sqrt(beta_start) to
           sqrt(beta_end))^2 (default 0.00085 to 0.012, Stable Diffusion's; pass a config's
           own values explicitly);
         * ``"squaredcos_cap_v2"``: beta_n = min(1 - abar(t_{n+1}) / abar(t_n), 0.999) with
-          abar(t) = cos^2((t + 0.008) / 1.008 pi/2) and t_n = n / N (Nichol & Dhariwal 2021,
+          abar(t) = cos^2((t + 0.008) / 1.008 pi/2) and t_n = n / N ([Nichol2021],
           eq. 17 and the clipping below it); takes no beta range.
         """
         if name not in SCHEDULES:

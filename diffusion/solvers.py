@@ -15,8 +15,8 @@ samplers and predictor-corrector, 3 for DPM-Solver-3, 4 for RK4, 1 for the other
 DPM-Solver++(3M) adds 1 for its starting step and ``denoise_final=True`` 1 for the final
 denoising). Note that the reference DPM-Solver code uses ``steps`` for NFE.
 
-The probability-flow ODE (Song et al. 2021, eq. 13) is dx/dt = f(t) x - g(t)^2/2 score(x, t).
-Exponential integrators write it in the half log-SNR lambda (Lu et al. 2022, eq. 3.4):
+The probability-flow ODE [Song2021, eq. 13] is dx/dt = f(t) x - g(t)^2/2 score(x, t).
+Exponential integrators write it in the half log-SNR lambda [Lu2022a, eq. 3.4]:
 x_t = (alpha_t/alpha_s) x_s - alpha_t int_{lambda_s}^{lambda_t} e^{-lambda} eps(x_lambda) dlambda.
 
 The step loop is a ``lax.fori_loop`` whose trip count is a traced integer and whose grid is
@@ -73,7 +73,7 @@ _SPEC = {
 # evaluations of a solver's starting procedure, once, on top of the per-step count
 _START_NFE = {"dpm_solver_pp_3m": 1}
 # solver options (keyword arguments of solve_sde / sample) and their defaults: EDM's churn
-# (Karras et al. 2022, Algorithm 2) with the settings of their ImageNet-64 model
+# [Karras2022, Algorithm 2] with the settings of their ImageNet-64 model
 _OPTIONS = {"edm_stochastic": {"S_churn": 40.0, "S_tmin": 0.05, "S_tmax": 50.0,
                                "S_noise": 1.003}}
 PC_SNR = 0.16  # score_sde's configs for the Langevin corrector
@@ -216,7 +216,7 @@ def _grid_time(sde, grid, ts, t_max, t_min, num_steps, i):
     elif grid == "logsnr":
         lmax, lmin = sde.log_snr(t_max), sde.log_snr(t_min)
         t = sde.t_of_log_snr(lmax + u * (lmin - lmax))
-    elif grid == "karras":  # Karras et al. 2022 eq. 5, in the EDM noise level sigma/alpha
+    elif grid == "karras":  # [Karras2022, eq. 5], in the EDM noise level sigma/alpha
         hi = jnp.exp(-sde.log_snr(t_max) / KARRAS_RHO)
         lo = jnp.exp(-sde.log_snr(t_min) / KARRAS_RHO)
         t = sde.t_of_log_snr(-KARRAS_RHO * jnp.log(hi + u * (lo - hi)))
@@ -227,8 +227,8 @@ def _grid_time(sde, grid, ts, t_max, t_min, num_steps, i):
 
 def time_grid(sde, num_steps: int, kind: str = "uniform", *, t_min=None, t_max=None):
     """The ``num_steps + 1`` grid times from t_max down to t_min: ``"uniform"`` in t,
-    ``"logsnr"`` uniform in lambda_t (Lu et al. 2022, Sec. 3.3), ``"karras"``
-    (Karras et al. 2022, eq. 5, rho = 7, in the noise level exp(-lambda_t))."""
+    ``"logsnr"`` uniform in lambda_t [Lu2022a, Sec. 3.3], ``"karras"``
+    ([Karras2022, eq. 5], rho = 7, in the noise level exp(-lambda_t))."""
     _check_sde(sde)
     _check_num_steps(num_steps)
     t_min, t_max = _check_times(sde, t_min, t_max)
@@ -278,7 +278,7 @@ def _rk4(c, x, s, t, carry, i, key):
 
 
 def _ddim(c, x, s, t, carry, i, key):
-    """DDIM = DPM-Solver-1 (Lu et al. 2022, eq. 3.7): x_t = (a_t/a_s) x - s_t (e^h - 1) eps."""
+    """DDIM = DPM-Solver-1 [Lu2022a, eq. 3.7]: x_t = (a_t/a_s) x - s_t (e^h - 1) eps."""
     sde = c.sde
     h = sde.log_snr(t) - sde.log_snr(s)
     x_t = sde.alpha(t) / sde.alpha(s) * x - sde.sigma(t) * jnp.expm1(h) * c.eps(x, s)
@@ -286,7 +286,7 @@ def _ddim(c, x, s, t, carry, i, key):
 
 
 def _dpm2(c, x, s, t, carry, i, key):
-    """DPM-Solver-2 (Lu et al. 2022, Algorithm 1, r1 = 1/2)."""
+    """DPM-Solver-2 [Lu2022a, Algorithm 1] with r1 = 1/2."""
     sde = c.sde
     ls = sde.log_snr(s)
     h = sde.log_snr(t) - ls
@@ -299,7 +299,7 @@ def _dpm2(c, x, s, t, carry, i, key):
 
 
 def _dpm3(c, x, s, t, carry, i, key):
-    """DPM-Solver-3 (Lu et al. 2022, Algorithm 2, r1 = 1/3, r2 = 2/3)."""
+    """DPM-Solver-3 [Lu2022a, Algorithm 2] with r1 = 1/3, r2 = 2/3."""
     sde = c.sde
     r1, r2 = 1.0 / 3.0, 2.0 / 3.0
     ls = sde.log_snr(s)
@@ -321,8 +321,8 @@ def _dpm3(c, x, s, t, carry, i, key):
 
 
 # Data prediction. With D(lambda) = x0(x_lambda, t_lambda), the PF-ODE's exact solution from
-# s to t (h = lambda_t - lambda_s > 0) is (Lu et al. 2022b, "DPM-Solver++", arXiv 2211.01095,
-# Sec. 4, variation of constants in lambda)
+# s to t (h = lambda_t - lambda_s > 0) is [Lu2022b,
+# Sec. 4] (variation of constants in lambda)
 #   x_t = (sigma_t/sigma_s) x_s + alpha_t int_0^h e^{-(h-u)} D(lambda_s + u) du,
 # and a polynomial D(lambda_s + u) = sum_k D^(k) u^k/k! integrates to sum_k I_k(h) D^(k) with
 # I_k(h) = int_0^h e^{-(h-u)} u^k/k! du (I_0 = 1 - e^{-h}, I_k = h^k/k! - I_{k-1}).
@@ -349,14 +349,14 @@ def _first_order_pp(sde, x, s, t, d_s):
 
 
 def _dbar_2m(d_s, d_prev, h, h_prev, i):
-    """DPM-Solver++(2M)'s combined data prediction (Lu et al. 2022b, Algorithm 2):
+    """DPM-Solver++(2M)'s combined data prediction [Lu2022b, Algorithm 2]:
     (1 + 1/(2r)) D_s - 1/(2r) D_prev with r = h_prev / h; D_s on the first step."""
     r = h_prev / h
     return jnp.where(i == 0, d_s, (1.0 + 0.5 / r) * d_s - (0.5 / r) * d_prev)
 
 
 def _dpmpp2m(c, x, s, t, carry, i, key):
-    """DPM-Solver++(2M) (Lu et al. 2022b, Algorithm 2): multistep, data prediction
+    """DPM-Solver++(2M) [Lu2022b, Algorithm 2]: multistep, data prediction
     D = (x - sigma eps)/alpha, x_t = (s_t/s_s) x - a_t (e^{-h} - 1) Dbar."""
     d_prev, h_prev = carry
     h = c.sde.log_snr(t) - c.sde.log_snr(s)
@@ -372,14 +372,14 @@ def _two_s(c, x, s, t, d_s):
 
 
 def _dpmpp2s(c, x, s, t, carry, i, key):
-    """DPM-Solver++(2S) (Lu et al. 2022b, Algorithm 1, r = 1/2): a first-order step to the
+    """DPM-Solver++(2S) [Lu2022b, Algorithm 1] with r = 1/2: a first-order step to the
     half-way log-SNR point s1, then the step from s with the data prediction there
     ((1 - 1/(2r)) D_s + 1/(2r) D_s1 = D_s1 at r = 1/2). 2 NFE per step."""
     return _two_s(c, x, s, t, c.x0(x, s)), carry
 
 
 def _dpmpp3m(c, x, s, t, carry, i, key):
-    """DPM-Solver++(3M) (Lu et al. 2022b, the multistep method of order 3): D interpolated by
+    """DPM-Solver++(3M) [Lu2022b, the multistep method of order 3]: D interpolated by
     the quadratic through the last three data predictions (nodes u = 0, -h1, -h1 - h2 in
     u = lambda - lambda_s) and integrated exactly: x_t = (sigma_t/sigma_s) x + alpha_t
     (I_0 D_s + I_1 P'(0) + I_2 P''(0)), with Newton's divided differences
@@ -406,7 +406,7 @@ def _dpmpp3m(c, x, s, t, carry, i, key):
 
 
 def _unipc_update(sde, x_b, t_b, lam_b, t, d_b, points, order):
-    """One UniP / UniC update (Zhao et al. 2023, "UniPC", arXiv 2302.04867, Sec. 3, in its
+    """One UniP / UniC update [Zhao2023, Sec. 3] (in its
     data-prediction form) from the node t_b (state x_b, half log-SNR lam_b, data prediction
     d_b) to t, with h = lambda_t - lam_b and the points (lambda_m, D_m), r_m = (lambda_m -
     lam_b)/h:
@@ -433,7 +433,7 @@ def _unipc_update(sde, x_b, t_b, lam_b, t, d_b, points, order):
 
 
 def _unipc(p):
-    """UniPC-p with B(h) = 1 - e^{-h} (bh2) (Zhao et al. 2023, Sec. 3: UniP-p predictor and
+    """UniPC-p with B(h) = 1 - e^{-h} (bh2) ([Zhao2023, Sec. 3]: UniP-p predictor and
     UniC-p corrector; data prediction), 1 NFE per step: the evaluation D_i at the predicted
     x~_i serves both the corrector of the step that reached it (x_i^c = UniC from x_{i-1}^c
     with the points D_i (r = 1), D_{i-2}, ...) and the predictor of the next step (from x_i^c
@@ -459,7 +459,7 @@ def _unipc(p):
 
 
 def _edm_heun_from(c, y, sg, t_from, t):
-    """One step of Heun's method (Karras et al. 2022, Algorithm 1, lines 4-8) for
+    """One step of Heun's method [Karras2022, Algorithm 1, lines 4-8] for
     dy/dsigma = (y - D(y; sigma))/sigma in EDM's scale y = x/alpha, sigma = sigma_t/alpha_t,
     from (y, sg) at time t_from to time t; returns x_t = alpha_t y_t."""
     sde = c.sde
@@ -472,7 +472,7 @@ def _edm_heun_from(c, y, sg, t_from, t):
 
 
 def _edm_heun(c, x, s, t, carry, i, key):
-    """EDM's deterministic sampler (Karras et al. 2022, Algorithm 1): Heun's method in the
+    """EDM's deterministic sampler [Karras2022, Algorithm 1]: Heun's method in the
     noise level sigma = sigma_t/alpha_t on the scale x/alpha_t (its Euler step is DDIM), on
     the Karras grid (eq. 5, rho = 7) by default. Every step is a Heun step: the grid ends at
     t_min > 0 (``denoise_final=True`` is the paper's last step to sigma = 0, an Euler step
@@ -482,7 +482,7 @@ def _edm_heun(c, x, s, t, carry, i, key):
 
 
 def _edm_stochastic(c, x, s, t, carry, i, key):
-    """EDM's stochastic sampler (Karras et al. 2022, Algorithm 2): with
+    """EDM's stochastic sampler [Karras2022, Algorithm 2]: with
     gamma = min(S_churn/N, sqrt(2) - 1) where S_tmin <= sigma_s <= S_tmax (else 0), raise the
     noise level to sigma^ = (1 + gamma) sigma_s by adding N(0, S_noise^2 (sigma^2 - sigma_s^2))
     noise to y = x/alpha_s, then take the Heun step of Algorithm 1 from sigma^ to sigma_t.
@@ -504,7 +504,7 @@ def _edm_stochastic(c, x, s, t, carry, i, key):
 
 
 def _dpmpp2m_sde(c, x, s, t, carry, i, key):
-    """DPM-Solver++(2M) for the reverse SDE (the SDE counterpart of Lu et al. 2022b,
+    """DPM-Solver++(2M) for the reverse SDE (the SDE counterpart of [Lu2022b],
     Algorithm 2). In data prediction the reverse SDE is dx = [(dlog alpha/dlambda - 2) x +
     2 alpha D] dlambda + noise, whose exact solution from s to t is
     x_t = (sigma_t/sigma_s) e^{-h} x_s + alpha_t int_0^h 2 e^{-2(h-u)} D du
@@ -524,8 +524,8 @@ def _dpmpp2m_sde(c, x, s, t, carry, i, key):
 
 
 def _li_ode(c, x, s, t, carry, i, key):
-    """Accelerated deterministic sampler of Li, Huang, Efimov, Wei, Chi & Chen (ICML 2024,
-    arXiv 2403.03852), in the two-step form of the authors' code: DDIM plus the exact integral,
+    """Accelerated deterministic sampler of [Li2024], in the
+    two-step form of the authors' code: DDIM plus the exact integral,
     in the DDIM variable sb = sigma/alpha = e^{-lambda}, of eps interpolated linearly in
     w = 1/(1 + sb^2) (= abar for VP) through the last two evaluations:
     x_t = DDIM(x_s) + a_t / (w_s - w_p) [w_s (sb_t - sb_s) - (atan sb_t - atan sb_s)]
@@ -546,7 +546,7 @@ def _li_ode(c, x, s, t, carry, i, key):
 
 
 def _euler_maruyama(c, x, s, t, carry, i, key):
-    """Euler-Maruyama on the reverse SDE dx = [f x - g^2 score] dt + g dW (Song et al. eq. 6)."""
+    """Euler-Maruyama on the reverse SDE dx = [f x - g^2 score] dt + g dW [Song2021, eq. 6]."""
     sde = c.sde
     dt = s - t
     drift = sde.drift_coef(s) * x - sde.g2(s) * _score(c, x, s)
@@ -555,7 +555,7 @@ def _euler_maruyama(c, x, s, t, carry, i, key):
 
 
 def _ddpm(c, x, s, t, carry, i, key):
-    """DDPM ancestral step (Ho et al. 2020, eq. 7) for a general Gaussian transition: draw from
+    """DDPM ancestral step [Ho2020, eq. 7] for a general Gaussian transition: draw from
     q(x_t | x_s, x_0 = D(x_s)) with the data prediction D = (x - sigma_s eps)/alpha_s.
 
     It is also "euler_ancestral" (the ancestral Euler step in the noise level, as k-diffusion
@@ -575,7 +575,7 @@ def _ddpm(c, x, s, t, carry, i, key):
 
 
 def _li_sde(c, x, s, t, carry, i, key):
-    """Accelerated stochastic sampler of Li et al. (ICML 2024; the README of the authors'
+    """Accelerated stochastic sampler of [Li2024] (the README of the authors'
     repository): with a = abar_s / abar_t,
     Y+ = Y + sqrt((1-a)/2) Z+,  Y_t = (Y+ + (1-a) score(Y+, s)) / sqrt(a) + sqrt((1-a)/2) Z."""
     sde = c.sde
@@ -588,7 +588,7 @@ def _li_sde(c, x, s, t, carry, i, key):
 
 
 def _pc(c, x, s, t, carry, i, key):
-    """Predictor-corrector (Song et al. 2021, Algorithm 5 for VP, 4 for VE): a DDPM ancestral
+    """Predictor-corrector [Song2021, Algorithm 5 for VP, 4 for VE]: a DDPM ancestral
     predictor step s -> t, then one Langevin corrector step at t,
     x <- x + e score(x, t) + sqrt(2 e) z with e = 2 a (snr |z| / |score|)^2, norms averaged
     over the batch as in the authors' code (each point's norm over all its event axes),
@@ -644,7 +644,7 @@ def _limit_x0(x0, clip, threshold):
 
 
 def threshold_x0(x0, percentile=0.995):
-    """Dynamic thresholding (Saharia et al. 2022, "Imagen", Sec. 2.3): per sample, s = the
+    """Imagen's dynamic thresholding [Saharia2022, Sec. 2.3]: per sample, s = the
     ``percentile`` quantile of |x0| over all its entries; where s > 1, x0 is clipped to
     [-s, s] and divided by s, so it lies in [-1, 1]; a sample with s <= 1 is unchanged.
     ``x0``: a batch (n, *shape) of data predictions."""
@@ -808,20 +808,20 @@ def solve_ode(x_T, sde, score, *, solver: str = DEFAULT_SOLVER, num_steps: int =
               time_grid=None, t_min: Optional[float] = None, t_max: Optional[float] = None,
               params=None, cond=None, null_cond=None, guidance_scale=None,
               denoise_final: bool = False, clip_x0=None, dynamic_threshold=None):
-    """Integrate the probability-flow ODE (Song et al. 2021, eq. 13) from ``t_max`` down to
+    """Integrate the probability-flow ODE [Song2021, eq. 13] from ``t_max`` down to
     ``t_min`` (early stopping; defaults: the SDE's) for a batch ``x_T`` of shape (n, *shape).
 
     Args:
       score: the model: a :class:`diffusion.Network` or a per-point ``score(x, t)``.
       solver: one of ``ODE_SOLVERS`` (NFE per step in brackets):
         "euler", "heun" [2], "rk4" [4] (Runge-Kutta in t; orders 1, 2, 4);
-        "ddim" (= "dpm_solver_1"), "dpm_solver_2" [2], "dpm_solver_3" [3] (Lu et al. 2022;
+        "ddim" (= "dpm_solver_1"), "dpm_solver_2" [2], "dpm_solver_3" [3] ([Lu2022a];
         orders 1-3 in the log-SNR step); the data-prediction solvers "dpm_solver_pp_2m",
         "dpm_solver_pp_3m" (multistep, orders 2 and 3), "dpm_solver_pp_2s" [2] (singlestep,
-        order 2) (Lu et al. 2022b), "unipc_2", "unipc_3" (Zhao et al. 2023, bh2;
-        predictor-corrector with 1 NFE per step) and "edm_heun" [2] (Karras et al. 2022,
+        order 2) [Lu2022b], "unipc_2", "unipc_3" ([Zhao2023], bh2;
+        predictor-corrector with 1 NFE per step) and "edm_heun" [2] ([Karras2022],
         Algorithm 1: Heun in the noise level sigma_t/alpha_t, order 2, Karras grid);
-        "li_accelerated" (Li et al. 2024; order 2).
+        "li_accelerated" ([Li2024]; order 2).
         The default, "unipc_2", stays stable at 10 NFE with an inaccurate network. Measured
         with the exact noise prediction of N(0, diag(l)) (d = 64, l = 0.01 .. 1) scaled by
         (1 + delta t), RMS error at 10 NFE against a 200-step solve of the same network
@@ -838,8 +838,8 @@ def solve_ode(x_T, sde, score, *, solver: str = DEFAULT_SOLVER, num_steps: int =
         samplers, "uniform" otherwise.
       params, cond, null_cond, guidance_scale: a Network's parameters (any pytree), batch of
         conditions (one row per point), unconditional condition (one row, broadcast) and
-        classifier-free guidance weight w (pred(null) + w (pred(cond) - pred(null)); Ho &
-        Salimans 2022, in diffusers' convention); traced, so new values do not recompile.
+        classifier-free guidance weight w (pred(null) + w (pred(cond) - pred(null)); [Ho2022],
+        in diffusers' convention); traced, so new values do not recompile.
         See :mod:`diffusion.networks`.
       denoise_final: return the data prediction x0 = (x - sigma eps)/alpha at ``t_min``
         instead of x_{t_min} (one more evaluation; EDM's final step to sigma = 0).
@@ -859,14 +859,14 @@ def solve_sde(key, x_T, sde, score, *, solver: str = "ddpm", num_steps: int = 10
               time_grid=None, t_min=None, t_max=None, params=None, cond=None, null_cond=None,
               guidance_scale=None, denoise_final: bool = False, clip_x0=None,
               dynamic_threshold=None, **options):
-    """Reverse-SDE sampling (Song et al. 2021, eq. 6) from ``x_T`` (n, *shape) at ``t_max``
-    to ``t_min``: "euler_maruyama", "ddpm" (ancestral; Ho et al. 2020), "euler_ancestral"
+    """Reverse-SDE sampling [Song2021, eq. 6] from ``x_T`` (n, *shape) at ``t_max``
+    to ``t_min``: "euler_maruyama", "ddpm" (ancestral; [Ho2020]), "euler_ancestral"
     (the same step, which is the ancestral Euler step in sigma, on the Karras grid),
     "dpm_solver_pp_2m_sde" (DPM-Solver++(2M) for the SDE, log-SNR grid), "edm_stochastic"
-    (Karras et al. 2022, Algorithm 2, 2 NFE per step; ``options`` S_churn=40, S_tmin=0.05,
+    ([Karras2022, Algorithm 2], 2 NFE per step; ``options`` S_churn=40, S_tmin=0.05,
     S_tmax=50, S_noise=1.003 in EDM's noise level sigma_t/alpha_t, the paper's meaning),
-    "li_accelerated_sde" (Li et al. 2024; VPSDE and DiscreteVPSDE only) or "pc" (DDPM
-    predictor + Langevin corrector, 2 NFE per step; Song et al. 2021). Step i uses the key
+    "li_accelerated_sde" ([Li2024]; VPSDE and DiscreteVPSDE only) or "pc" (DDPM
+    predictor + Langevin corrector, 2 NFE per step; [Song2021]). Step i uses the key
     ``fold_in(key, i)``. The model, ``params``, ``cond``, ``null_cond``, ``guidance_scale``,
     ``denoise_final``, ``clip_x0`` and ``dynamic_threshold`` as in :func:`solve_ode`."""
     return _run(x_T, key, sde, score, solver, SDE_SOLVERS, params, cond, null_cond,
@@ -998,7 +998,7 @@ def _sample(key, ts, t_max, t_min, num_steps, params, cond, null_cond, guidance_
 def gaussian_flow(x_s, sde, mean, cov, s, t):
     """Exact PF-ODE flow map from time s to time t for data N(mean, cov) (any of the linear
     SDEs): in cov's eigenbasis (eigenvalues l_k), each coordinate of x - alpha mu scales by
-    sqrt((alpha_t^2 l_k + sigma_t^2) / (alpha_s^2 l_k + sigma_s^2)) (Wang & Vastola 2024, eq. 6,
+    sqrt((alpha_t^2 l_k + sigma_t^2) / (alpha_s^2 l_k + sigma_s^2)) ([Wang2024, eq. 6],
     written for a general Gaussian transition). ``x_s``: (n, d) or (d,)."""
     g = gaussian_data(mean, cov)
     x_s = jnp.asarray(x_s)
@@ -1012,7 +1012,7 @@ def gaussian_flow(x_s, sde, mean, cov, s, t):
 
 
 def teleport(x_T, sde, mean, cov, t_skip, *, t_max=None):
-    """Analytical teleportation (Wang & Vastola 2024, Sec. 5): move ``x_T`` from ``t_max`` to
+    """Analytical teleportation [Wang2024, Sec. 5]: move ``x_T`` from ``t_max`` to
     ``t_skip`` with the exact flow of the Gaussian N(mean, cov) fitted to the data (its mean and
     covariance); then run a solver from ``t_skip`` (``solve_ode(..., t_max=t_skip)``)."""
     _check_sde(sde)

@@ -1,5 +1,5 @@
-"""Training a diffusion network by denoising score matching (Vincent 2011; Song et al. 2021,
-eq. 7) in the parameterisation it predicts.
+"""Training a diffusion network by denoising score matching [Vincent2011; Song2021,
+eq. 7] in the parameterisation it predicts.
 
 :func:`train` fits any batched :class:`diffusion.Network` (``apply_fn(params, x, t, cond)``;
 a U-Net from :func:`diffusion.nets.unet`, a Flax or Equinox model behind a closure) with an
@@ -8,11 +8,11 @@ condition dropout and atomic checkpoints. With x_t = alpha_t x_0 + sigma_t e, e 
 t ~ U[t_min, t_max], a minibatch's loss is the mean over its points of the squared residual
 summed over the event dimensions, where the residual is (:func:`denoising_loss`)
 
-* ``"eps"``: eps_theta - e (Ho et al. 2020, eq. 14: DSM with weight lambda(t) = sigma_t^2);
+* ``"eps"``: eps_theta - e ([Ho2020, eq. 14]: DSM with weight lambda(t) = sigma_t^2);
 * ``"x0"``: x0_theta - x_0;
-* ``"v"``: v_theta - (alpha_t e - sigma_t x_0) (Salimans & Ho 2022, Sec. 4);
-* ``"score"``: sigma_t s_theta + e (Song et al. 2021, eq. 7 with lambda(t) = sigma_t^2);
-* ``"edm"`` (Karras et al. 2022, Table 1 and eq. 8): ln sigma ~ N(P_mean, P_std^2) with
+* ``"v"``: v_theta - (alpha_t e - sigma_t x_0) [Salimans2022, Sec. 4];
+* ``"score"``: sigma_t s_theta + e ([Song2021, eq. 7] with lambda(t) = sigma_t^2);
+* ``"edm"`` [Karras2022, Table 1 and eq. 8]: ln sigma ~ N(P_mean, P_std^2) with
   P_mean = -1.2, P_std = 1.2 (``EDM_P_MEAN``, ``EDM_P_STD``), x~ = x_0 + sigma e in EDM's
   scale, and the residual F_theta(c_in x~; c_noise) - (x_0 - c_skip x~) / c_out: their loss
   lambda(sigma) ||D - x_0||^2 with lambda = (sigma^2 + sd^2) / (sigma sd)^2 = 1 / c_out^2,
@@ -21,8 +21,8 @@ summed over the event dimensions, where the residual is (:func:`denoising_loss`)
   ``t_min``/``t_max`` do not apply.
 
 As weights on the data-prediction error ||x0_theta - x_0||^2 these are SNR = alpha_t^2 /
-sigma_t^2 (eps, score), 1 (x0), SNR + 1 (v, for VP: the "SNR+1" weighting of Salimans & Ho
-2022, Sec. 4) and 1/sigma^2 + 1/sd^2 (EDM). Every target's minimiser is the same conditional
+sigma_t^2 (eps, score), 1 (x0), SNR + 1 (v, for VP: the "SNR+1" weighting of [Salimans2022,
+Sec. 4]) and 1/sigma^2 + 1/sd^2 (EDM). Every target's minimiser is the same conditional
 expectation (E[e | x_t] and its affine images), so a network trained in one form samples
 through the conversions of :mod:`diffusion.networks`. :func:`train_score` keeps the built-in
 MLP's API on top of :func:`train`; :func:`learned_score` turns its parameters into a
@@ -53,7 +53,7 @@ from .solvers import _check_sde, _check_times
 __all__ = ["TrainResult", "train", "draw_batch", "denoising_loss", "train_score",
            "learned_score"]
 
-EDM_P_MEAN = -1.2  # Karras et al. 2022, Table 1: ln sigma ~ N(P_mean, P_std^2) in training
+EDM_P_MEAN = -1.2  # [Karras2022, Table 1]: ln sigma ~ N(P_mean, P_std^2) in training
 EDM_P_STD = 1.2
 CHECKPOINTS = 10  # checkpoints per run when checkpoint_every is not given
 PROGRESS_UPDATES = 20  # progress-bar updates per run
@@ -73,7 +73,7 @@ def draw_batch(key, data, cond, null_cond, *, batch_size: int, cond_drop):
     """One minibatch: ``batch_size`` rows of ``data`` (n, *shape) drawn uniformly with
     replacement, and their rows of ``cond`` (a pytree whose leaves have n rows, or None),
     each replaced by ``null_cond`` (one row of ``cond``) with probability ``cond_drop``
-    independently (classifier-free guidance training; Ho & Salimans 2022, Algorithm 1).
+    independently (classifier-free guidance training; [Ho2022, Algorithm 1]).
     ``null_cond=None`` drops nothing. Returns ``(x0, cond_batch)``. Pure and jittable."""
     k_rows, k_drop = jax.random.split(key)
     rows = jax.random.randint(k_rows, (batch_size,), 0, data.shape[0])
@@ -209,12 +209,12 @@ def train(key, data, sde, network: Network, params, *, steps: int, batch_size: i
       steps: optimizer steps; ``batch_size`` points per step (drawn with replacement).
       optimizer: an optax ``GradientTransformation`` (default ``optax.adam(1e-3)``).
       ema: decay d of the exponential moving average of the weights, ema_0 = params_0 and
-        ema_k = d ema_{k-1} + (1 - d) params_k (Song & Ermon 2020, technique 5; Ho et al.
-        2020 sample with it); None: no average.
+        ema_k = d ema_{k-1} + (1 - d) params_k ([Song2020, technique 5]; [Ho2020]
+        sample with it); None: no average.
       cond: one condition per datum (a pytree whose leaves have n rows: class labels, an
         embedding), or None for an unconditional network.
       cond_drop, null_cond: each minibatch row's condition is replaced by ``null_cond``
-        with probability ``cond_drop`` (classifier-free guidance; Ho & Salimans 2022).
+        with probability ``cond_drop`` (classifier-free guidance; [Ho2022]).
         ``null_cond`` is ONE condition (one row of ``cond``), the same value that
         :func:`diffusion.sample` takes as ``null_cond`` for the unconditional prediction
         (for :func:`diffusion.nets.unet` with ``num_classes=K``, the label K, which is also

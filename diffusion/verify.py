@@ -4,8 +4,8 @@ diffusion``), registered through the ``samplers.checks`` entry point
 
 On Gaussian data N(mu, Sigma) with the exact score every answer is exact: the PF-ODE flow map
 has a closed form (:func:`diffusion.gaussian_flow`) and every reverse-SDE step is affine plus
-Gaussian noise, so its output law is propagated exactly per eigen-direction of Sigma (shared
-notes smc-diffusion-detail.md, B3 and B6). The data are the notes' 3-d Gaussian: mean
+Gaussian noise, so its output law is propagated exactly per eigen-direction of Sigma. The
+data are a 3-d Gaussian: mean
 (1, -0.5, 0.3), eigenvalues (0.05, 0.5, 2), here in a random eigenbasis drawn from the key;
 VP linear schedule, from t_max = 1 (x_T drawn from the exact p_T) to t_min = 1e-3, float64.
 """
@@ -33,7 +33,7 @@ ORDER_TOL = 0.5
 
 
 def gaussian_data(key):
-    """The notes' 3-d Gaussian with a random eigenbasis: (mean, cov) in float64 numpy."""
+    """The checks' 3-d Gaussian with a random eigenbasis: (mean, cov) in float64 numpy."""
     rot = np.linalg.qr(np.asarray(jax.random.normal(key, (3, 3)), np.float64))[0]
     return MEAN, (rot * EIGENVALUES) @ rot.T
 
@@ -58,9 +58,9 @@ def fitted_order(steps, errors) -> float:
 
 def ode_order(solver: str, order: int, paper: str, solve: Callable = solve_ode,
               t_start: float = None) -> Check:
-    """A PF-ODE solver of order p has global error O(K^{-p}) in K steps (Lu et al. 2022,
-    Thm 3.2 for DPM-Solver-k in the log-SNR step; classical Runge-Kutta theory in t; Li et al.
-    2024 for their accelerated sampler, O(1/T^2)). Measured: the fitted order of the RMS
+    """A PF-ODE solver of order p has global error O(K^{-p}) in K steps ([Lu2022a],
+    Thm 3.2 for DPM-Solver-k in the log-SNR step; classical Runge-Kutta theory in t; [Li2024]
+    for their accelerated sampler, O(1/T^2)). Measured: the fitted order of the RMS
     endpoint error against the exact flow (:func:`diffusion.gaussian_flow`) over doubling K,
     on each solver's default grid (log-SNR for exponential integrators). Passes when it rounds
     to p (|fitted - p| <= 1/2). ``solve(x_T, sde, score, solver=, num_steps=, t_min=,
@@ -99,8 +99,8 @@ def ode_order(solver: str, order: int, paper: str, solve: Callable = solve_ode,
 def exact_sde_law(solver, sde, mean_data, cov, k, t_min=T_MIN):
     """Mean and variance, per eigen-direction of ``cov``, of the output of ``solver`` with k
     uniform steps from the exact p_T (the score is affine, each step affine + Gaussian noise),
-    and those of the target p_{t_min}. Written from the update formulas (Ho et al. 2020 eq. 7
-    posterior; Li et al. 2024 README; Euler-Maruyama), independently of the package.
+    and those of the target p_{t_min}. Written from the update formulas ([Ho2020, eq. 7]
+    posterior; [Li2024] README; Euler-Maruyama), independently of the package.
 
     Returns ``(mean, var, target_mean, target_var, eigenvectors)``."""
     lam, u = np.linalg.eigh(cov)
@@ -177,8 +177,8 @@ def sde_law(solver: str, paper: str, guarantee: str, solve: Callable = solve_sde
 
 
 def checks() -> list[Check]:
-    """The diffusion checks, in the table's order: one PF-ODE solver per order (and Li et
-    al.'s accelerated sampler), then the reverse-SDE samplers' exact laws."""
+    """The diffusion checks, in the table's order: one PF-ODE solver per order (and the
+    accelerated sampler of [Li2024]), then the reverse-SDE samplers' exact laws."""
     return [
         ode_order("euler", 1, "Song et al. 2021"),
         ode_order("ddim", 1, "Lu et al. 2022"),

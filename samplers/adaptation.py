@@ -1,7 +1,7 @@
 """Warm-up adaptation: step size, preconditioner, and MALT's trajectory length and friction.
 
-* Dual averaging of the log step size towards a target acceptance (Hoffman & Gelman 2014,
-  "The No-U-Turn Sampler", Algorithm 5, with their t0 = 10, kappa = 0.75 and shrinkage
+* Dual averaging of the log step size towards a target acceptance ([Hoffman2014,
+  Algorithm 5], with their t0 = 10, kappa = 0.75 and shrinkage
   point log(10 h0)), and gamma = 0.1, twice theirs. Over Stan's 50-step terminal window the
   averaged step of one chain carries two opposite biases: its noisy acceptance makes the
   iterate swing, and the average of swinging log-steps accepts more than the iterates did
@@ -12,7 +12,7 @@
   the final iterate instead of the average spreads the chains' acceptance 3-4 times wider
   (sd 0.24 and 0.12 against 0.07 and 0.03). Unadjusted samplers (ULA, underdamped) have
   no acceptance; they are tuned on the energy error of their step per dimension instead,
-  as Robnik et al. tune MCLMC ("Microcanonical Hamiltonian Monte Carlo", JMLR 2023, §3.2):
+  as MCLMC is tuned [Robnik2023, §3.2]:
   the statistic a = exp(-ΔE² / (d ξ)) has mean 1 / sqrt(3) exactly when ΔE ~ N(0, d ξ), so
   dual averaging towards 1/sqrt(3) drives Var[ΔE] / d to ξ = :data:`ENERGY_VARIANCE_PER_DIM`.
 * Stan's windowed scheme (Stan Reference Manual, "HMC algorithm parameters": an initial fast
@@ -29,7 +29,7 @@
   whose adapted variance is then off by up to 95%; after 2000 steps it exceeds 22 on
   fewer than 1%; a dense 10-d one with condition number 1e3 needs about 4000).
 * The ensemble version (``pooled=True``, for many chains): the same windows with the
-  covariance pooled over all chains' draws (Chan et al.'s merge of Welford sums) and one
+  covariance pooled over all chains' draws (the pairwise merge of Welford sums, [Chan1979]) and one
   step size averaged over chains, so that short windows already give good estimates.
 * MALT: with lambda the largest eigenvalue of the target covariance in the preconditioned
   coordinates (1 for a perfect preconditioner; larger when a diagonal one misses
@@ -56,7 +56,7 @@ __all__ = [
 
 ENERGY_VARIANCE_PER_DIM = 5e-4
 """ξ, the energy-error variance per dimension unadjusted samplers are tuned to (the default
-of MCLMC's tuning, Robnik et al. 2023)."""
+of MCLMC's tuning, [Robnik2023])."""
 
 UNADJUSTED_TARGET = 1.0 / math.sqrt(3.0)
 TRAJECTORY_PER_SIGMA = 2.0
@@ -88,7 +88,7 @@ def dual_averaging_update(
     state: DualAveragingState, acceptance_rate, target: float,
     gamma: float = 0.1, t0: float = 10.0, kappa: float = 0.75,
 ) -> DualAveragingState:
-    """One update of Hoffman & Gelman (2014), eq. (6): errors are ``target - acceptance``."""
+    """One update of [Hoffman2014, eq. (6)]: errors are ``target - acceptance``."""
     count = state.count + 1
     t = count.astype(state.log_step.dtype)
     acceptance_rate = jnp.nan_to_num(acceptance_rate, nan=0.0)
@@ -116,8 +116,8 @@ def tuning_statistic(info, dim: int):
 
 
 def default_target(algorithm_name: str, info) -> float:
-    """The default target of :func:`tuning_statistic`: 0.574 for MALA (Roberts & Rosenthal
-    1998), 0.8 for MALT (NumPyro's and Stan's HMC default), 1/sqrt(3) for the energy
+    """The default target of :func:`tuning_statistic`: 0.574 for MALA
+    [Roberts1998], 0.8 for MALT (NumPyro's and Stan's HMC default), 1/sqrt(3) for the energy
     statistic of unadjusted samplers."""
     if not hasattr(info, "acceptance_rate"):
         return UNADJUSTED_TARGET

@@ -1,6 +1,6 @@
 """The algorithm type shared by every sampler, and small pytree helpers.
 
-An algorithm is an immutable pair of pure functions (Blackjax-style, Cabezas et al. 2024):
+An algorithm is an immutable pair of pure functions (Blackjax-style, [Cabezas2024]):
 
 * ``init(position, key=None) -> state``: the state is a NamedTuple with a ``position``
   field (any pytree) and, when the sampler evaluates the target, a ``logdensity`` field;

@@ -88,11 +88,10 @@ def ksd(samples, score_fn: Callable[[jax.Array], jax.Array], c: float = 1.0,
         beta: float = -0.5, *, statistic: str = "v", block_size: int = 256) -> jax.Array:
     """Squared kernel Stein discrepancy with the inverse multiquadric kernel.
 
-    KSD^2 = mean_{i,j} k0(x_i, x_j) (``statistic="v"``, Gorham & Mackey 2017, Measuring
-    sample quality with kernels, ICML) or mean_{i != j} k0(x_i, x_j)
+    KSD^2 = mean_{i,j} k0(x_i, x_j) (``statistic="v"``, [Gorham2017]) or mean_{i != j} k0(x_i, x_j)
     (``statistic="u"``, unbiased for the population KSD^2 of i.i.d. draws, possibly < 0),
     where k0 is the Langevin-Stein kernel built from k(x, y) = (c^2 + |x - y|^2)^beta and
-    the target's score s = grad log p. Gorham & Mackey show the IMQ KSD with beta in (-1, 0)
+    the target's score s = grad log p. [Gorham2017] show the IMQ KSD with beta in (-1, 0)
     detects non-convergence for distantly dissipative targets.
 
     For i.i.d. draws from p, E[KSD^2_V] = E_p k0(x, x) / n with
@@ -150,8 +149,8 @@ def mmd(x, y, bandwidth: Optional[float] = None) -> jax.Array:
     """Unbiased squared maximum mean discrepancy with a Gaussian RBF kernel.
 
     MMD_u^2 = mean_{i != j} k(x_i, x_j) + mean_{i != j} k(y_i, y_j) - 2 mean_{i, j} k(x_i, y_j)
-    with k(a, b) = exp(-|a - b|^2 / (2 h^2)) (Gretton et al. 2012, A kernel two-sample
-    test, JMLR 13, Lemma 6). Unbiased (hence possibly negative) for a fixed h.
+    with k(a, b) = exp(-|a - b|^2 / (2 h^2)) [Gretton2012, Lemma 6].
+    Unbiased (hence possibly negative) for a fixed h.
 
     Args:
       x: (n, d), y: (m, d) samples, n, m >= 2.
@@ -180,8 +179,7 @@ def mmd(x, y, bandwidth: Optional[float] = None) -> jax.Array:
 def energy_distance(x, y) -> jax.Array:
     """Squared energy distance 2 E|X - Y| - E|X - X'| - E|Y - Y'|, V-statistic.
 
-    Székely & Rizzo 2013, Energy statistics: a class of statistics based on distances,
-    J. Stat. Plan. Inference 143, with expectations replaced by averages over all pairs
+    As in [Szekely2013], with expectations replaced by averages over all pairs
     (so the estimate is >= 0 and is the population value of the two empirical measures).
     ``scipy.stats.energy_distance`` returns the square root of this quantity for d = 1.
     Its gradient is NaN where two points coincide (the distance is not differentiable at 0).
@@ -208,8 +206,8 @@ def _psd_sqrt(cov):
 def gaussian_w2(m1, S1, m2, S2) -> jax.Array:
     """2-Wasserstein distance between N(m1, S1) and N(m2, S2) (not squared).
 
-    W2^2 = |m1 - m2|^2 + tr(S1) + tr(S2) - 2 tr((S2^{1/2} S1 S2^{1/2})^{1/2}) (Dowson &
-    Landau 1982; Givens & Shortt 1984). The trace of the inner root is the sum of the
+    W2^2 = |m1 - m2|^2 + tr(S1) + tr(S2) - 2 tr((S2^{1/2} S1 S2^{1/2})^{1/2}) [Dowson1982;
+    Givens1984]. The trace of the inner root is the sum of the
     square roots of the eigenvalues of S2^{1/2} S1 S2^{1/2}. Shapes: m (d,), S (d, d)
     symmetric PSD. The squared distance is a difference of traces, so its absolute
     rounding error is about eps * (tr S1 + tr S2) and W2 near 0 is accurate only to
@@ -286,7 +284,7 @@ def _arviz_diagnostic(name: str, x) -> np.ndarray:
 
 
 def ess(x) -> np.ndarray:
-    """Bulk effective sample size (Vehtari et al. 2021, rank-normalised) via ArviZ.
+    """Bulk effective sample size (rank-normalised, [Vehtari2021]) via ArviZ.
 
     Args:
       x: array (chain, draw, ...). Returns an array of shape ``x.shape[2:]``.
@@ -295,7 +293,7 @@ def ess(x) -> np.ndarray:
 
 
 def rhat(x) -> np.ndarray:
-    """Rank-normalised split R-hat (Vehtari et al. 2021, Bayesian Analysis 16) via ArviZ.
+    """Rank-normalised split R-hat [Vehtari2021] via ArviZ.
 
     Args:
       x: array (chain, draw, ...). Returns an array of shape ``x.shape[2:]``.

@@ -1,7 +1,7 @@
 """Federated averaging Langevin dynamics (FA-LD), on one device or sharded across many.
 
-Deng, Zhang, Ma, Song, Lin, "On Convergence of Federated Averaging Langevin Dynamics"
-(arXiv 2112.05120, UAI 2024), Algorithms 1 and 4. The posterior is
+[Deng2024], "On Convergence of Federated Averaging Langevin Dynamics",
+Algorithms 1 and 4. The posterior is
 pi(x) ∝ exp(-f(x) / tau), f = sum_c f_c split over N clients with weights p_c (sum 1).
 Client c works on its scaled potential f^c = f_c / p_c (so sum_c p_c grad f^c = grad f); with
 data, f_c is its negative log-likelihood and the prior enters every f^c once
@@ -254,7 +254,7 @@ def fald(
     logprior_fn: Optional[Callable] = None,
     client_sizes=None,
 ) -> Algorithm:
-    """Federated averaging Langevin dynamics (Deng et al., arXiv 2112.05120, Algorithms 1, 4).
+    """Federated averaging Langevin dynamics [Deng2024, Algorithms 1, 4].
 
     Args:
       clients: either per-client data, a pytree whose leaves have leading axes

@@ -6,8 +6,8 @@ SGLD) or the kinetic one dX = C P dt, dP = grad log p(X) dt - gamma P dt + sqrt(
 C^{-1/2} dW (underdamped, MALT), both with invariant law pi for any symmetric positive
 definite preconditioner C, the ``inverse_mass_matrix`` (identity when None; a vector for a
 diagonal C, a (d, d) matrix for a dense one, over the flattened position, as in BlackJAX).
-Step-size convention: x' = x + h C grad log p(x) + sqrt(2 h) C^{1/2} xi, as in Roberts &
-Tweedie (1996) and BlackJAX, so the closed forms in the method notes apply verbatim.
+Step-size convention: x' = x + h C grad log p(x) + sqrt(2 h) C^{1/2} xi, as in [Roberts1996]
+and BlackJAX, so the Gaussian closed forms of docs/langevin.md apply verbatim.
 
 Momenta are kept whitened: w = L^T p with L L^T = C (L = sqrt(C) for a diagonal C, the
 Cholesky factor for a dense one), so a kinetic step needs products with L and L^T only
@@ -252,9 +252,9 @@ def ula(logdensity_fn: Callable, step_size: float, temperature: float = 1.0,
     """Unadjusted Langevin algorithm: x' = x + h C grad log p(x) + sqrt(2 h T) C^{1/2} xi.
 
     Biased for every h > 0: on N(0, s^2) its stationary variance is s^2 / (1 - h / (2 s^2))
-    (Roberts & Tweedie 1996); for alpha-strongly log-concave, beta-smooth targets and
-    h <= 2 / (alpha + beta), W2 to pi contracts by (1 - alpha h) per step up to an
-    O(kappa sqrt(h d)) bias (Dalalyan & Karagulyan 2019, Theorem 1). With a preconditioner
+    (elementary: the AR(1) recursion of ULA on a Gaussian); for alpha-strongly log-concave,
+    beta-smooth targets and h <= 2 / (alpha + beta), W2 to pi contracts by (1 - alpha h) per
+    step up to an O(kappa sqrt(h d)) bias [Dalalyan2019, Theorem 1]. With a preconditioner
     C the same holds for the target in the coordinates C^{-1/2} x.
 
     Args:
@@ -272,12 +272,12 @@ def ula(logdensity_fn: Callable, step_size: float, temperature: float = 1.0,
 
 
 def mala(logdensity_fn: Callable, step_size: float, inverse_mass_matrix=None) -> Algorithm:
-    """Metropolis-adjusted Langevin algorithm (Roberts & Tweedie 1996, eq. 2.3-2.4).
+    """Metropolis-adjusted Langevin algorithm [Roberts1996, eq. 2.3-2.4].
 
     The ULA move is a proposal y, accepted with probability
     min(1, p(y) q(x | y) / (p(x) q(y | x))), q(y | x) = N(y; x + h C grad log p(x), 2h C):
     pi is invariant for every h and every preconditioner C. Acceptance ≈ 0.574 is optimal
-    as d -> inf (Roberts & Rosenthal 1998), the default target of warm-up adaptation.
+    as d -> inf [Roberts1998], the default target of warm-up adaptation.
 
     Args:
       logdensity_fn: position pytree -> scalar log-density (up to a constant).
@@ -324,13 +324,13 @@ def _sgld_kernel(grad_estimator, schedule, temperature, key, state: SGLDState, b
 
 def sgld(grad_estimator: Callable, step_size, temperature: float = 1.0,
          inverse_mass_matrix=None) -> Algorithm:
-    """Stochastic gradient Langevin dynamics (Welling & Teh 2011, eq. 4).
+    """Stochastic gradient Langevin dynamics [Welling2011, eq. 4].
 
     x' = x + h_k C g(x, batch_k) + sqrt(2 h_k T) C^{1/2} xi with g an unbiased estimate of
     grad log p, e.g. :func:`minibatch_gradient`, and C the preconditioner (identity when
-    None). A constant step leaves an O(h) bias that includes the gradient noise (Vollmer,
-    Zygalakis & Teh 2016); a schedule h_k with sum h_k = inf, sum h_k^2 < inf is consistent
-    (Teh, Thiery & Vollmer 2016).
+    None). A constant step leaves an O(h) bias that includes the gradient noise
+    [Vollmer2016]; a schedule h_k with sum h_k = inf, sum h_k^2 < inf is consistent
+    [Teh2016].
 
     Args:
       grad_estimator: (position, batch) -> estimate of grad log p(position).
@@ -355,7 +355,7 @@ def minibatch_gradient(
 
     g(x, batch) = grad log prior(x) + (N / n) sum_{i in batch} grad log lik(x, datum_i).
     With ``centre`` (e.g. a posterior mode) and the full ``data``, the control-variate
-    estimator of Baker, Fearnhead, Fox & Nemeth (2019, eq. 4) is returned instead:
+    estimator of [Baker2019, eq. 4] is returned instead:
     g(x, batch) = grad log p(centre) + (N / n) sum_batch [grad log lik(x) - grad log lik(centre)]
     + grad log prior(x) - grad log prior(centre), whose variance vanishes as x -> centre.
 
@@ -448,8 +448,8 @@ def underdamped(logdensity_fn: Callable, step_size: float, friction: float = 1.0
     Splits dX = C P dt, dP = grad log p(X) dt - gamma P dt + sqrt(2 gamma) C^{-1/2} dW into
     B (kick by grad log p), A (drift of X) and O (exact Ornstein-Uhlenbeck on the momentum,
     w <- c w + sqrt(1 - c^2) xi, c = exp(-gamma dt)), composed as BAOAB (one O of length h)
-    or OBABO (two of length h/2) (Leimkuhler & Matthews 2013; "Molecular Dynamics", 2015,
-    ch. 7). Both are second order in the invariant law; on a Gaussian BAOAB's position
+    or OBABO (two of length h/2) [Leimkuhler2013; Leimkuhler2015,
+    ch. 7]. Both are second order in the invariant law; on a Gaussian BAOAB's position
     marginal is exact, OBABO's velocity marginal is exact. One gradient evaluation per step.
     Unadjusted: for an exact sampler with the same dynamics see :func:`malt`.
 
@@ -475,7 +475,7 @@ def underdamped(logdensity_fn: Callable, step_size: float, friction: float = 1.0
 
 def _malt_trajectory(value_and_grad, metric, key, x, logdensity, g, h, gamma, num_steps):
     """L OBABO steps from (x, w ~ N(0, I)) and the summed energy error of their B-A-B parts
-    (Riou-Durand & Vogrinc 2023, Algorithm 1): the O parts leave the Gaussian momentum law
+    [RiouDurand2023, Algorithm 1]: the O parts leave the Gaussian momentum law
     invariant and drop out of the acceptance ratio. The momentum is discarded afterwards
     (fully refreshed by the next trajectory), so the first and last half O steps are
     omitted and the two half O steps between consecutive B-A-B parts are one O of length
@@ -522,9 +522,8 @@ def _malt_kernel(logdensity_fn, key, state: LangevinState, batch, params: MALTPa
 
 def malt(logdensity_fn: Callable, step_size: float, num_integration_steps: Optional[int] = None,
          friction: float = 1.0, inverse_mass_matrix=None) -> Algorithm:
-    """Metropolis-adjusted Langevin trajectories (Riou-Durand & Vogrinc 2023, "Metropolis
-    Adjusted Langevin Trajectories: a robust alternative to Hamiltonian Monte Carlo",
-    Algorithm 1): a fresh momentum, L steps of the OBABO splitting of underdamped Langevin
+    """Metropolis-adjusted Langevin trajectories [RiouDurand2023,
+    Algorithm 1]: a fresh momentum, L steps of the OBABO splitting of underdamped Langevin
     dynamics (friction gamma, preconditioner C), then one Metropolis-Hastings test of the
     end point on the summed energy error of the B-A-B parts; on rejection the chain stays.
 

@@ -240,7 +240,7 @@ def bayesian_linear_regression(X, y, noise_scale, prior_scale) -> Target:
 
     The posterior is Gaussian with precision P = X^T X / noise_scale^2 + I / prior_scale^2,
     covariance P^{-1} and mean P^{-1} X^T y / noise_scale^2 (computed in float64; e.g.
-    Bishop 2006, PRML eq. 3.53-3.54). ``logdensity_fn`` is the unnormalised log posterior
+    [Bishop2006, eqs. 3.53-3.54]). ``logdensity_fn`` is the unnormalised log posterior
     ``logprior_fn(w) + sum_i loglik_fn(w, (X[i], y[i]))``; ``data = (X, y)`` so that a
     minibatch gradient estimator (SGLD) can be built from ``logprior_fn`` and ``loglik_fn``.
     ``sample`` draws exactly from the posterior.
@@ -327,7 +327,7 @@ def _logistic_reference(X, y, prior_scale, num_draws, df, seed) -> dict:
     prior, bounded likelihood) while the proposal's are polynomial, so the importance
     weights are bounded and the estimator has finite variance. Standard errors use the
     delta method for a ratio estimator: se(f) = sqrt(sum_i W_i^2 (f(x_i) - E_W f)^2) with
-    normalised weights W (Owen 2013, Monte Carlo theory, methods and examples, ch. 9).
+    normalised weights W [Owen2013, ch. 9].
     """
     mode, laplace_cov = _logistic_laplace(X, y, prior_scale)
     d = mode.size
@@ -447,11 +447,10 @@ def dirichlet(alpha) -> Target:
 
 
 def banana(b: float = 0.1, sigma1: float = 10.0) -> Target:
-    """Haario et al.'s twisted Gaussian ("banana") in two dimensions.
+    """The twisted Gaussian ("banana") of [Haario1999] in two dimensions.
 
-    x1 ~ N(0, sigma1^2) and x2 | x1 ~ N(-b (x1^2 - sigma1^2), 1) (Haario, Saksman &
-    Tamminen 1999, Adaptive proposal distribution for random walk Metropolis, Comput.
-    Stat. 14, the "twisted Gaussian" test target).
+    x1 ~ N(0, sigma1^2) and x2 | x1 ~ N(-b (x1^2 - sigma1^2), 1) ([Haario1999], the
+    "twisted Gaussian" test target).
 
     Exact moments: E x1 = 0 and E x2 = -b (E x1^2 - sigma1^2) = 0; Var x1 = sigma1^2;
     Cov(x1, x2) = -b E[x1^3] = 0; Var x2 = b^2 Var(x1^2) + 1 = 2 b^2 sigma1^4 + 1.
@@ -482,7 +481,7 @@ def banana(b: float = 0.1, sigma1: float = 10.0) -> Target:
 def funnel(d: int = 10, scale: float = 3.0) -> Target:
     """Neal's funnel in dimension d: v ~ N(0, scale^2), x_i | v ~ N(0, e^v), i = 1..d-1.
 
-    A position is (v, x_1, ..., x_{d-1}) (Neal 2003, Slice sampling, Ann. Statist. 31).
+    A position is (v, x_1, ..., x_{d-1}) [Neal2003].
     Exact moments: mean 0; Var v = scale^2; Var x_i = E e^v = e^{scale^2 / 2}; all
     covariances are 0 (x_i is conditionally centred given v).
     """

@@ -1,10 +1,9 @@
 """Gaussian variational inference in the Bures-Wasserstein space.
 
-Forward-backward Gaussian VI (FB-GVI) and its stochastic version, from Diao,
-Balasubramanian, Chewi, Salim, "Forward-backward Gaussian variational inference via JKO
-in the Bures-Wasserstein space", ICML 2023 (arXiv 2304.05398); the baselines it is compared
-with (Bures-Wasserstein gradient descent, reparameterised-gradient VI with optax); the
-:class:`Gaussian` type. Builds on :mod:`samplers`.
+Forward-backward Gaussian VI (FB-GVI) and its stochastic version, from [Diao2023],
+"Forward-backward Gaussian variational inference via JKO in the Bures-Wasserstein space";
+the baselines it is compared with (Bures-Wasserstein gradient descent, reparameterised-gradient
+VI with optax); the :class:`Gaussian` type. Builds on :mod:`samplers`.
 
     q, trace = vi.fbgvi(logdensity_fn).run(key, vi.Gaussian.standard(d), 500)  # h: curvature
 """

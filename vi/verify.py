@@ -1,7 +1,7 @@
 """Guarantee checks of FB-GVI (``samplers verify --method vi``), registered through the
 ``samplers.checks`` entry point ``vi = "vi.verify:checks"``.
 
-Reference: Diao, Balasubramanian, Chewi, Salim, ICML 2023, arXiv 2304.05398 ([DBCS23]). The
+Reference: [Diao2023]. The
 target is a Gaussian N(mu, A^{-1}), where the best Gaussian q* is the target itself and both
 guarantees have closed forms: the contraction factor (1 - alpha h) of Theorem 3.2 and the
 stationary mean error h tr((2I - hA)^{-1}) of stochastic FB-GVI (Theorem 3.4's O(h)).
@@ -47,14 +47,14 @@ def quadratic_logdensity(A, mu) -> Callable:
 
 def w2_step_factors(w2sq) -> np.ndarray:
     """Per-step factors W2^2(q_{k+1}, pi) / W2^2(q_k, pi) while W2^2(q_k) is above the
-    rounding floor ``W2_FLOOR`` ([DBCS23] Theorem 3.2 bounds each by 1 - alpha h)."""
+    rounding floor ``W2_FLOOR`` ([Diao2023, Theorem 3.2] bounds each by 1 - alpha h)."""
     w2sq = np.asarray(w2sq, np.float64)
     keep = w2sq[:-1] > W2_FLOOR
     return w2sq[1:][keep] / w2sq[:-1][keep]
 
 
 def fbgvi_contraction(make: Callable = fbgvi) -> Check:
-    """[DBCS23] Theorem 3.2: for alpha-strongly convex, beta-smooth V and h <= 1/beta,
+    """[Diao2023, Theorem 3.2]: for alpha-strongly convex, beta-smooth V and h <= 1/beta,
     W2^2(q_{k+1}, q*) <= (1 - alpha h) W2^2(q_k, q*) at every step (q* = pi on a Gaussian).
     Measured at the theorem's largest step h = 1/beta with exact Gaussian expectations (exact
     Bures-Wasserstein iterates, float64) from q_0 = N(0, I): the largest per-step factor.
@@ -108,12 +108,12 @@ def stationary_mean_error(key, kernel: Callable, A, mu, h, m0, steps: int) -> np
 def stationary_mean_law(A, h):
     """Covariance h (2I - hA)^{-1} of the stationary mean of stochastic FB-GVI on
     N(mu, A^{-1}) with the exact Hessian: the mean is the AR(1) recursion
-    m' - mu = (I - hA)(m - mu) - h A^{1/2} u ([DBCS23] Algorithm 2 with one draw)."""
+    m' - mu = (I - hA)(m - mu) - h A^{1/2} u ([Diao2023, Algorithm 2] with one draw)."""
     return h * np.linalg.inv(2 * np.eye(A.shape[0]) - h * A)
 
 
 def sfbgvi_stationary_error(make: Callable = sfbgvi) -> Check:
-    """[DBCS23] Theorem 3.4: stochastic FB-GVI converges to an O(h) neighbourhood of q*; on a
+    """[Diao2023, Theorem 3.4]: stochastic FB-GVI converges to an O(h) neighbourhood of q*; on a
     Gaussian target the stationary E|m - mu|^2 is exactly h tr((2I - hA)^{-1}). Chains start
     from that stationary law, so every step counts. ``make(logdensity_fn, step_size)`` builds
     the algorithm (its ``kernel`` with a traced step size is run)."""

@@ -2,23 +2,23 @@
 
 One compiled sweep does all three: a ``lax.scan`` over time with particles vectorised.
 
-* Bootstrap filter (Gordon, Salmond & Smith 1993): resample, propagate with the transition,
+* Bootstrap filter [Gordon1993]: resample, propagate with the transition,
   weight by the observation density; log L-hat = sum_t log mean_i w_t^i, unbiased for L.
-* PaRIS (Olsson & Westerborn 2017, *Bernoulli* 23(3), Alg. 2): particle i carries
+* PaRIS [Olsson2017, Alg. 2]: particle i carries
   tau_t^i ~ E[h_t(x_{0:t}) | x_t = xi_t^i]; at each step, Ñ indices J are drawn from the
   backward kernel Lambda_t(i, j) ∝ w_t^j q(xi_t^j, xi_{t+1}^i) and
   tau_{t+1}^i = (1/Ñ) sum_k [tau_t^{J_k} + h~_t(xi_t^{J_k}, xi_{t+1}^i)];
   the smoothed estimate is sum_i W_t^i tau_t^i. O(N Ñ) per step with accept-reject draws.
-* PPG (Cardoso, Janati El Idrissi, Le Corff, Moulines & Olsson, ICML 2023, arXiv 2301.00900,
-  Alg. 1): the same sweep as a conditional SMC with a frozen reference path in the last slot
-  (multinomial resampling, as conditional SMC needs); it returns the PaRIS estimate and a new
+* PPG [Cardoso2023, Alg. 1]: the same sweep as a conditional SMC with a frozen reference
+  path in the last slot (multinomial resampling, as conditional SMC needs); it returns the
+  PaRIS estimate and a new
   reference path drawn backwards through the stored PaRIS indices (each an exact draw from
   Lambda_t). Averaging the estimates after a burn-in gives a far smaller bias than PaRIS.
 
 Backward draws: exact (an inverse-CDF categorical over the N weights, O(N^2) per step), or
 accept-reject against ``model.log_transition_bound`` (propose j ~ W_t, accept with probability
 q / q_bar) for a few vectorised rounds, then exact draws for the few still rejected (the
-hybrid of Dau & Chopin, *Ann. Statist.* 2023), so the heavy tail of rejection costs stay bounded.
+hybrid of [Dau2023]), so the heavy tail of rejection costs stay bounded.
 """
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def resample(key: Array, log_weights: Array, num: int, scheme: str = "systematic
     """``num`` ancestor indices drawn from the normalised weights ``exp(log_weights)``.
 
     ``multinomial`` (i.i.d.), ``stratified`` (one uniform per stratum [i/num, (i+1)/num)) or
-    ``systematic`` (one uniform shared by all strata; Douc, Cappé & Moulines 2005). All three
+    ``systematic`` (one uniform shared by all strata; [Douc2005]). All three
     are unbiased: the expected number of copies of particle i is ``num * W^i``.
     """
     if scheme == "multinomial":
@@ -398,7 +398,7 @@ class ParisResult(NamedTuple):
 def paris(key, model, ys, additive_fn: Callable, num_particles: int, num_backward: int = 2, *,
           initial_fn: Optional[Callable] = None, backward: str = "auto",
           resampling: str = "systematic") -> ParisResult:
-    """PaRIS estimate of E[sum_t h~_t(x_t, x_{t+1}) | y] (Olsson & Westerborn 2017, Alg. 2).
+    """PaRIS estimate of E[sum_t h~_t(x_t, x_{t+1}) | y] [Olsson2017, Alg. 2].
 
     Args:
       key, model, ys, num_particles, resampling: as in :func:`particle_filter` (an array
@@ -472,7 +472,7 @@ def conditional_sweep(key, model, ys, reference, additive_fn, *, num_particles, 
 def ppg(model, ys, additive_fn: Callable, num_particles: int, num_backward: int = 2,
         burn_in: int = 0, *, initial_fn: Optional[Callable] = None,
         backward: str = "auto") -> Algorithm:
-    """PaRIS particle Gibbs (Cardoso et al. 2023, Alg. 1) as an algorithm for :func:`samplers.run`.
+    """PaRIS particle Gibbs [Cardoso2023, Alg. 1] as an algorithm for :func:`samplers.run`.
 
     The position is the reference path (T, d): start from :func:`initial_path` (or any path).
     Each step is one conditional PaRIS sweep; ``info.sweep_estimate`` is Pi_k(h) and

@@ -3,7 +3,7 @@ the particle methods are tested against, and exact draws from the smoothing law.
 
 Kalman filter, Rauch-Tung-Striebel smoother with gain G_t = P_{t|t} A^T P_{t+1|t}^{-1}:
 m_{t|T} = m_{t|t} + G_t (m_{t+1|T} - A m_{t|t}), P_{t|T} = P_{t|t} + G_t (P_{t+1|T} - P_{t+1|t}) G_t^T,
-Cov(x_t, x_{t+1} | y) = G_t P_{t+1|T} (Sarkka, *Bayesian Filtering and Smoothing*, 2013, Thm 8.2).
+Cov(x_t, x_{t+1} | y) = G_t P_{t+1|T} [Sarkka2013, Thm 8.2].
 """
 from __future__ import annotations
 

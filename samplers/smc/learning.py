@@ -1,14 +1,14 @@
 """Parameter learning with PaRIS particle Gibbs: score ascent and Markov score climbing.
 
-Fisher's identity (Cappé, Moulines & Rydén 2005, Prop. 10.1.6) writes the score of the
+Fisher's identity [Cappe2005, Prop. 10.1.6] writes the score of the
 marginal likelihood as a smoothed additive functional,
 
     grad_theta log p_theta(y_{0:T-1}) = E[ grad log chi(x_0) + grad log g(x_0, y_0)
         + sum_t grad log q(x_t, x_{t+1}) + grad log g(x_{t+1}, y_{t+1}) | y ],
 
 so PPG (or PaRIS) estimates it; a stochastic-approximation ascent follows the estimates, with
-PPG's reference path carried from one parameter value to the next (Cardoso et al. 2023,
-Sec. 4). Markov score climbing (Naesseth, Lindsten & Blei 2020) fits a variational Markov law
+PPG's reference path carried from one parameter value to the next [Cardoso2023,
+Sec. 4]. Markov score climbing [Naesseth2020] fits a variational Markov law
 q_lambda(x_0) prod_t q_lambda(x_{t+1} | x_t) by following E[grad_lambda log q_lambda(x_{0:T-1}) | y],
 again an additive functional, which decreases KL(p(. | y) || q_lambda).
 """

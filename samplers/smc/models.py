@@ -9,7 +9,7 @@ for more. States are 1-d arrays ``x`` of shape ``(d,)``; observations are the ro
 * ``observation_logpdf(x, y)``: ``log g(x, y)``;
 * ``log_transition_bound``: ``sup log q(x, x')`` (a number) when the transition density is
   bounded, else ``None``. With a bound, PaRIS draws backward indices by accept-reject in
-  O(N) expected time per step (Olsson & Westerborn 2017, Sec. 3.2); without, exactly in O(N^2).
+  O(N) expected time per step [Olsson2017, Sec. 3.2]; without, exactly in O(N^2).
 
 :class:`StateSpaceModel` wraps user functions; :class:`LinearGaussian` and
 :class:`StochasticVolatility` are NamedTuples of arrays, so they are pytrees: a jitted
@@ -118,7 +118,7 @@ class LinearGaussian(NamedTuple):
 
 class StochasticVolatility(NamedTuple):
     """x_0 ~ N(mu, sigma^2 / (1 - rho^2)), x_{t+1} = mu + rho (x_t - mu) + sigma u,
-    y_t ~ N(0, exp(x_t)) (Pitt & Shephard 1999; states are shape-(1,) arrays).
+    y_t ~ N(0, exp(x_t)) ([Pitt1999]; states are shape-(1,) arrays).
 
     The default parameters are the ones the ``particles`` library ships for this model.
     """

@@ -1,7 +1,7 @@
 """Stein variational samplers: SVGD, mirrored SVGD, SVMD, SVNG; kernels; mirror maps.
 
-Shi, Liu & Mackey, "Sampling with Mirrored Stein Operators", ICLR 2022 (arXiv 2106.12506);
-Liu & Wang, "Stein Variational Gradient Descent", NeurIPS 2016. See ``docs/stein.md``.
+[Shi2022], "Sampling with Mirrored Stein Operators"; [Liu2016], "Stein Variational Gradient
+Descent". See ``docs/stein.md``.
 
     alg = samplers.stein.msvgd(target.logdensity_fn, samplers.stein.mirror.simplex_entropic(),
                                optimizer=samplers.stein.rmsprop(0.1))

@@ -2,13 +2,13 @@
 
 A radial kernel is k(x, y) = f(|x - y|^2; h) with a bandwidth h > 0:
 
-* :func:`rbf`: f(r2) = exp(-r2 / h) (Liu & Wang 2016; BlackJAX's ``rbf_kernel``);
+* :func:`rbf`: f(r2) = exp(-r2 / h) ([Liu2016]; BlackJAX's ``rbf_kernel``);
 * :func:`imq`: f(r2) = (1 + r2 / h)^beta, beta in (-1, 0) (beta = -1/2 in the mirrored-Stein
-  reference experiments of Shi, Liu & Mackey, ICLR 2022, arXiv 2106.12506).
+  reference experiments of [Shi2022]).
 
 Bandwidth heuristics (recomputed from the particles at every step, never differentiated):
 
-* ``"median/log"`` (Liu & Wang 2016, BlackJAX): h = median_{i<j} |x_i - x_j|^2 / log n, with
+* ``"median/log"`` ([Liu2016]; BlackJAX): h = median_{i<j} |x_i - x_j|^2 / log n, with
   the median taken over distances and then squared, as BlackJAX does;
 * ``"median"`` (the mirrored-Stein reference code): h = the (N//2)-th largest of all N = n^2
   squared distances, diagonal zeros included (about the median squared distance; no / log n).
@@ -22,7 +22,7 @@ preconditioners M_j (the inverse Hessian of a mirror map at particle j),
 
     phi(x_i) = (1/n) sum_j [ k(x_j, x_i) s_j + M_j grad_{x_j} k(x_j, x_i) ]
 
-(SVGD: Liu & Wang 2016, eq. 8; MSVGD: Shi, Liu & Mackey 2022, eq. 9 with K = k I) in row blocks
+(SVGD: [Liu2016, eq. 8]; MSVGD: [Shi2022, eq. 9] with K = k I) in row blocks
 with ``jax.lax.map``, so memory is O(n * block_size) (plus O(n d) for the particles).
 For a radial kernel grad_{x_j} k(x_j, x_i) = 2 f'(r2_ij) (x_j - x_i), so the sum over j is
 a product of the (block, n) matrix F'_ij with (n, d) arrays: no (block, n, d) tensor is formed.
@@ -87,7 +87,7 @@ def rbf(bandwidth: Optional[float] = None, *, heuristic: str = "median/log",
 
     Args:
       bandwidth: fixed h > 0, or None to set h from the particles at every step.
-      heuristic: "median/log" (default; Liu & Wang 2016 and BlackJAX: median distance
+      heuristic: "median/log" (default; [Liu2016] and BlackJAX: median distance
         squared over log n) or "median" (median squared distance, the mirrored-Stein
         reference code's choice).
       median_points: largest number of particles the median is computed from.
@@ -102,7 +102,7 @@ def imq(bandwidth: Optional[float] = None, *, beta: float = -0.5, heuristic: str
     """Inverse multiquadric kernel k(x, y) = (1 + |x - y|^2 / h)^beta.
 
     With beta = -1/2 and h the median squared distance this is the kernel of the
-    mirrored-Stein reference experiments (Shi, Liu & Mackey 2022); it equals
+    mirrored-Stein reference experiments [Shi2022]; it equals
     c (c^2 + |x - y|^2)^(-1/2) with c^2 = h, i.e. c times the other common form.
 
     Args:
@@ -181,9 +181,9 @@ def stein_direction(x, scores, kernel: Kernel, h, pre: Optional[Preconditioner] 
       x: (n, d) particles (the kernel's argument).
       scores: (n, d) s_j (grad log p for SVGD; the dual score for MSVGD), or None for the
         repulsion (1/n) sum_j M_j grad_{x_j} k(x_j, x_i) alone (what SVMD needs). Pass None
-        rather than zeros: a product with a compile-time zero (n, d) array comes out all NaN
-        for n >= ~450 under jit on XLA CPU with the YNNPACK dot fusions of jaxlib 0.10.2
-        (measured; gone with ``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=``).
+        rather than zeros: a product with a compile-time zero (n, d) array can come out all NaN
+        for a few hundred particles under jit on XLA CPU's YNNPACK dot fusions (see
+        :mod:`samplers._xla`; gone with ``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=``).
       kernel: a :class:`Kernel`; h: its bandwidth (a scalar).
       pre: the M_j (None: identity, i.e. SVGD).
       block_size: rows per block; memory O(n * block_size); >= n computes densely.
@@ -191,8 +191,7 @@ def stein_direction(x, scores, kernel: Kernel, h, pre: Optional[Preconditioner] 
         holding a shard of the particles passes its own here and all of them as ``x``.
         ``pre.mx`` must then be M_j (x_j - mean(x)).
 
-    Returns (n, d) (or (m, d)). SVGD: Liu & Wang 2016, eq. 8; MSVGD: Shi, Liu & Mackey
-    2022, eq. 9.
+    Returns (n, d) (or (m, d)). SVGD: [Liu2016, eq. 8]; MSVGD: [Shi2022, eq. 9].
     """
     n = x.shape[0]
     centre = jnp.mean(x, axis=0)  # the kernel sees differences only; centring helps round-off

@@ -1,4 +1,4 @@
-"""Mirror maps for mirrored Stein samplers (Shi, Liu & Mackey, ICLR 2022, arXiv 2106.12506).
+"""Mirror maps for mirrored Stein samplers [Shi2022].
 
 A mirror map is a strictly convex psi: Theta -> R of Legendre type on an open convex set
 Theta in R^d: its gradient eta = grad psi(theta) is a bijection onto R^d, with inverse
@@ -82,8 +82,8 @@ def simplex_entropic() -> MirrorMap:
     theta in R^d with theta_i > 0 and theta_K = 1 - sum(theta) > 0;
     psi(theta) = sum_{i<=K} theta_i log theta_i; grad psi(theta)_i = log(theta_i / theta_K);
     grad psi*(eta) = softmax([eta, 0])_{1:d}; hess psi^{-1} = diag(theta) - theta theta^T;
-    div(hess psi^{-1}) = 1 - K theta (Shi, Liu & Mackey 2022, section 5, and A.6 of the
-    project notes). ``hess_mul_dual`` takes theta_K = softmax([eta, 0])_K from eta, not
+    div(hess psi^{-1}) = 1 - K theta (differentiate the line above; [Shi2022],
+    section 5). ``hess_mul_dual`` takes theta_K = softmax([eta, 0])_K from eta, not
     1 - sum(theta) (which cancels catastrophically near the last face).
     """
 

@@ -1,7 +1,7 @@
 """SVGD, mirrored SVGD, Stein variational mirror descent and natural gradient, as Algorithms.
 
-Method: Shi, Liu & Mackey, "Sampling with Mirrored Stein Operators", ICLR 2022
-(arXiv 2106.12506); SVGD: Liu & Wang, NeurIPS 2016. n particles theta_1..theta_n move in
+Method: [Shi2022], "Sampling with Mirrored Stein Operators" (cited below as "paper");
+SVGD: [Liu2016]. n particles theta_1..theta_n move in
 the dual space eta = grad psi(theta) of a mirror map psi (:mod:`samplers.stein.mirror`):
 
     eta_i <- eta_i + eps_t g(theta_i),     theta_i = grad psi*(eta_i)            (paper, eq. 8)
@@ -11,7 +11,7 @@ with g the steepest-descent direction of KL in the RKHS of a (matrix) kernel K:
     g(theta) = (1/n) sum_j [ K(theta, theta_j) s_H(theta_j) + div_{theta_j} K(theta, theta_j) hess psi(theta_j)^{-1} ],
     s_H = hess psi^{-1} grad log p + div(hess psi^{-1})   (the dual score; paper, eq. 6).
 
-* :func:`svgd`: psi = |x|^2 / 2, K = k I (Liu & Wang 2016, eq. 8);
+* :func:`svgd`: psi = |x|^2 / 2, K = k I [Liu2016, eq. 8];
 * :func:`msvgd`: K = k I on theta (paper, eq. 9, "MSVGD");
 * :func:`svmd`: the adaptive kernel K_t = E_{q_t}[k^{1/2}(., z) hess psi(z) k^{1/2}(z, .)]
   with k^{1/2} the square-root kernel of k in L2(q_t) (paper, eq. 11, "SVMD"), computed
@@ -232,7 +232,7 @@ def _validate_particles(name, mm, theta, inside, scores):
 def svmd_direction(theta, scores, kernel: Kernel, h, pre: Preconditioner, hess_mul_fn,
                    threshold: Optional[float] = 0.98, jitter: float = 1e-5,
                    block_size: int = 256):
-    """The SVMD dual direction g_k (Shi, Liu & Mackey 2022, eq. 11 with the particle
+    """The SVMD dual direction g_k ([Shi2022, eq. 11] with the particle
     square-root kernel, Algorithm 2), in the factored form
 
         phi_m = (1/n) sum_l [S_lm s_l + M_l grad_{theta_l} k^{1/2}(theta_m, theta_l)]
@@ -403,11 +403,11 @@ def _mirrored(name, logdensity_fn, mm, kernel, step_size, optimizer, block_size,
 
 def svgd(logdensity_fn: Callable, *, kernel: Optional[Kernel] = None, step_size=None,
          optimizer=None, block_size: int = 256, mesh: Optional[Mesh] = None) -> Algorithm:
-    """Stein variational gradient descent (Liu & Wang 2016, Algorithm 1 and eq. 8):
+    """Stein variational gradient descent [Liu2016, Algorithm 1 and eq. 8]:
 
         x_i <- x_i + eps (1/n) sum_j [k(x_j, x_i) grad log p(x_j) + grad_{x_j} k(x_j, x_i)],
 
-    the mirrored step of Shi, Liu & Mackey 2022 (eq. 8) with psi = |x|^2 / 2.
+    the mirrored step of [Shi2022] (eq. 8) with psi = |x|^2 / 2.
 
     Args:
       logdensity_fn: position (one particle, any pytree) -> scalar log p.
@@ -440,7 +440,7 @@ def msvgd(logdensity_fn: Callable, mirror_map: mirror_lib.MirrorMap, *,
           kernel: Optional[Kernel] = None, step_size=None, optimizer=None,
           block_size: int = 256, dual_logdensity_fn: Optional[Callable] = None,
           mesh: Optional[Mesh] = None) -> Algorithm:
-    """Mirrored SVGD (Shi, Liu & Mackey 2022, eq. 9 with K = k I, kernel on theta):
+    """Mirrored SVGD [Shi2022, eq. 9] (K = k I, kernel on theta):
 
         eta_i <- eta_i + eps (1/n) sum_j [k(theta_j, theta_i) s_H(theta_j)
                                          + hess psi(theta_j)^{-1} grad_{theta_j} k(theta_j, theta_i)],
@@ -475,7 +475,7 @@ def svmd(logdensity_fn: Callable, mirror_map: mirror_lib.MirrorMap, *,
          threshold: Optional[float] = 0.98, jitter: float = 1e-5,
          dual_logdensity_fn: Optional[Callable] = None, block_size: int = 256,
          max_particles: Optional[int] = 10_000) -> Algorithm:
-    """Stein variational mirror descent (Shi, Liu & Mackey 2022, eq. 11, Algorithm 2):
+    """Stein variational mirror descent [Shi2022, eq. 11, Algorithm 2]:
     the mirrored step with the adaptive kernel
     K_t(theta, theta') = (1/n) sum_m k^{1/2}(theta, theta_m) hess psi(theta_m) k^{1/2}(theta_m, theta')
     (see :func:`svmd_direction`). With psi = |x|^2 / 2 and ``threshold=None, jitter=0`` it is
@@ -520,7 +520,7 @@ def svng(logdensity_fn: Callable, metric_fn: Callable, *, kernel: Optional[Kerne
          step_size=None, optimizer=None, threshold: Optional[float] = 0.98,
          jitter: float = 1e-5, div_inv_metric_fn: Optional[Callable] = None,
          block_size: int = 256, max_particles: Optional[int] = 10_000) -> Algorithm:
-    """Stein variational natural gradient (Shi, Liu & Mackey 2022, section 4.3): SVMD with
+    """Stein variational natural gradient [Shi2022, section 4.3]: SVMD with
     hess psi replaced by a positive-definite metric G(theta) on R^d, and the step taken in
     theta by the natural-gradient pull-back
 

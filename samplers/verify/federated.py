@@ -2,8 +2,8 @@
 
 On quadratic clients f_c(x) = 1/2 (x - mu_c)^T A_c (x - mu_c) one communication round is a
 linear Gaussian map x' = M x + b + e, e ~ N(0, Q), so FA-LD's stationary law, and with it
-its bias to the posterior, has a closed form (method note langevin-fald-fbgvi-detail.md,
-§2.3): the mean solves (I - M) m = b, the covariance S = M S M^T + Q.
+its bias to the posterior, has a closed form (derived on
+docs/federated.md): the mean solves (I - M) m = b, the covariance S = M S M^T + Q.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from . import Check, Outcome, mc_mean, within
 def round_map(A, mu, p, w, eta, K, rho):
     """(M, b, Q) of one FA-LD round for client precisions A (N, d, d), means mu (N, d),
     weights p, server weights w (w = p under full participation), K local steps of size
-    eta and noise correlation rho (Deng et al. 2021, Algorithm 1; note §2.3). With
+    eta and noise correlation rho ([Deng2024, Algorithm 1]; docs/federated.md). With
     G_c = I - eta A_c / p_c: M = sum_c w_c G_c^K, b = sum_c w_c (I - G_c^K) mu_c and
     Q = sum_j [2 eta rho^2 (sum_c w_c G_c^j)^2 + 2 eta (1 - rho^2) sum_c (w_c^2 / p_c) G_c^{2j}]."""
     d = A.shape[1]
@@ -40,7 +40,7 @@ def round_map(A, mu, p, w, eta, K, rho):
 
 
 def stationary(A, mu, p, eta, K, rho):
-    """FA-LD's exact stationary mean and covariance under full participation (note §2.3)."""
+    """FA-LD's exact stationary mean and covariance under full participation (docs/federated.md)."""
     M, b, Q = round_map(A, mu, p, p, eta, K, rho)
     return np.linalg.solve(np.eye(len(b)) - M, b), solve_discrete_lyapunov(M, Q)
 
@@ -52,10 +52,10 @@ def client_logdensities(A, mu) -> list:
 
 
 def fald_stationary_law(make: Callable = federated.fald) -> Check:
-    """FA-LD's exact stationary law on two heterogeneous Gaussian clients (note's check F1:
-    A = (1, 3), mu = (-1, 2), p = (1/2, 1/2); posterior N(1.25, 0.25)) with K = 5 local steps
+    """FA-LD's exact stationary law on two heterogeneous Gaussian clients
+    (A = (1, 3), mu = (-1, 2), p = (1/2, 1/2); posterior N(1.25, 0.25)) with K = 5 local steps
     of eta = 0.05 and independent noise: the mean is biased to 1.0104 and the variance is
-    0.3115 (Deng et al. 2021, Theorem 4.7's bias from local steps and heterogeneity, exact for
+    0.3115 (the bias from local steps and heterogeneity of [Deng2024, Theorem 4.7], exact for
     quadratics). The measured E[(x - 1.25)^2] = var + bias^2 sees both.
     ``make(client_logdensities, local_steps, step_size, weights=)`` builds the sampler."""
     A, mu, p = np.array([[[1.0]], [[3.0]]]), np.array([[-1.0], [2.0]]), np.array([0.5, 0.5])

@@ -1,6 +1,6 @@
 """Guarantee checks of the Langevin samplers (``samplers verify --method langevin``).
 
-Closed forms on Gaussian targets (method note langevin-fald-fbgvi-detail.md, §1): ULA's
+Closed forms on Gaussian targets (derived on docs/langevin.md): ULA's
 stationary variance s^2 / (1 - h / (2 s^2)), MALA's exact invariance, SGLD's
 (2 + h g) / (a (2 - h a)) with state-independent gradient noise of variance g, BAOAB's exact
 position marginal. Each factory takes the algorithm's constructor as ``make`` so that a test
@@ -28,7 +28,8 @@ def _second_moment(alg, key, chains: int, steps: int, warmup: int, **kwargs) -> 
 
 def ula_variance(make: Callable = langevin.ula) -> Check:
     """ULA on N(0, s^2) is stationary at s^2 / (1 - h / (2 s^2)), not s^2: its O(h) bias
-    (the AR(1) recursion x' = (1 - h/s^2) x + sqrt(2h) xi; Durmus & Moulines 2017).
+    (elementary: the AR(1) recursion x' = (1 - h/s^2) x + sqrt(2h) xi; [Durmus2017] bound
+    ULA's bias on general smooth targets).
     ``make(logdensity_fn, step_size)`` builds the kernel (a broken copy makes it fail)."""
     s2, h = 2.0, 1.0
 
@@ -44,7 +45,7 @@ def ula_variance(make: Callable = langevin.ula) -> Check:
 
 
 def mala_exact(make: Callable = langevin.mala) -> Check:
-    """MALA leaves pi invariant at every step size (Roberts & Tweedie 1996, eqs. 2.3-2.4): on
+    """MALA leaves pi invariant at every step size [Roberts1996, eqs. 2.3-2.4]: on
     N(0, s^2) at h = 1, where ULA is stationary at s^2 / (1 - h / (2 s^2)) = 2.67, E[x^2] = s^2.
     The step size is held fixed (no warm-up adaptation). ``make(logdensity_fn, step_size)``."""
     s2, h = 2.0, 1.0
@@ -62,8 +63,8 @@ def mala_exact(make: Callable = langevin.mala) -> Check:
 def gaussian_mean_model(n_data: int = 100, batch: int = 10, s: float = 1.0, lambda0: float = 1.0):
     """theta ~ N(0, 1/lambda0), x_i ~ N(theta, s^2), fixed data: the minibatch gradient is
     -a (theta - post_mean) plus state-independent noise of variance
-    g = (N/s^2)^2 v/n (N - n)/(N - 1) (batches without replacement, v the data's 1/N variance;
-    note §1.3). Returns (data, logprior, loglik, a, post_mean, g)."""
+    g = (N/s^2)^2 v/n (N - n)/(N - 1) (batches without replacement, v the data's 1/N
+    variance). Returns (data, logprior, loglik, a, post_mean, g)."""
     data = jnp.asarray(np.random.default_rng(0).normal(1.0, 1.5, n_data), dtype=jnp.float32)
     a = lambda0 + n_data / s ** 2
     post_mean = float(jnp.sum(data)) / s ** 2 / a
@@ -75,7 +76,7 @@ def gaussian_mean_model(n_data: int = 100, batch: int = 10, s: float = 1.0, lamb
 def sgld_variance(make: Callable = langevin.sgld) -> Check:
     """SGLD with a constant step on the Gaussian-mean posterior N(m, 1/a), minibatches of 10
     of 100 data: stationary variance (2 + h g) / (a (2 - h a)), the O(h) bias including the
-    gradient noise g (Vollmer, Zygalakis & Teh 2016; scalar case of S = (1 - ha)^2 S + 2h
+    gradient noise g ([Vollmer2016]; scalar case of S = (1 - ha)^2 S + 2h
     + h^2 g). ``make(grad_estimator, step_size)`` builds the kernel."""
     n_data, batch, h = 100, 10, 0.006
 
@@ -96,7 +97,7 @@ def sgld_variance(make: Callable = langevin.sgld) -> Check:
 
 def baoab_position(make: Callable = langevin.underdamped) -> Check:
     """BAOAB's position marginal is exact on a Gaussian for every stable h and friction
-    (Leimkuhler & Matthews 2013): on N(0, 1) at h = 1.5, E[x^2] = 1 while its velocity variance
+    [Leimkuhler2013]: on N(0, 1) at h = 1.5, E[x^2] = 1 while its velocity variance
     is 1 - h^2/4 and OBABO's position variance 1 / (1 - h^2/4) = 2.29.
     ``make(logdensity_fn, step_size, friction)`` builds the kernel."""
     h, friction = 1.5, 1.0

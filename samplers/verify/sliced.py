@@ -1,6 +1,5 @@
 """Guarantee checks of the sliced Wasserstein estimators and flow (``samplers verify
---method sliced``; Nguyen & Ho, ICLR 2024, arXiv 2305.00402; method notes
-sliced_wasserstein.md and stein-sw-detail.md, part B).
+--method sliced``; [Nguyen2024]; the method and its guarantees are on docs/sliced.md).
 """
 from __future__ import annotations
 
@@ -27,7 +26,7 @@ def two_clouds(n: int = 200) -> tuple[np.ndarray, np.ndarray]:
 
 
 def sw2_quadrature(x, y, num_angles: int = 1 << 14) -> float:
-    """SW_2^2 of two equal-size clouds in R^2 from its definition (Nguyen & Ho 2024, eq. 1)
+    """SW_2^2 of two equal-size clouds in R^2 from its definition [Nguyen2024, eq. 1]
     by the trapezoid rule over theta = (cos t, sin t), t in [0, pi) (W(theta) = W(-theta) is
     pi-periodic), each 1-d W_2^2 by sorting: the exact value of the clouds, independent of
     the estimator's code."""
@@ -40,8 +39,8 @@ def sw2_quadrature(x, y, num_angles: int = 1 << 14) -> float:
 
 def cv_unbiased(make: Callable = sliced.sliced_wasserstein_estimate) -> Check:
     """The upper control-variate estimate of SW_2^2 with the cross-fitted coefficient (gamma of
-    each half of the L directions applied to the other) is exactly unbiased (Nguyen & Ho 2024,
-    eqs. 10-11 with a coefficient independent of the directions it corrects; note B.2): its
+    each half of the L directions applied to the other) is exactly unbiased ([Nguyen2024],
+    eqs. 10-11 with a coefficient independent of the directions it corrects): its
     mean over keys equals the clouds' SW_2^2 by quadrature, within 5 SE of that mean.
     ``make(key, x, y, num_projections=, control_variate=, coefficient=)`` is the estimator."""
     L = 10
@@ -74,7 +73,7 @@ def flow_contraction(step_size: float, num_projections: int, dim: int) -> float:
 
 
 def flow_translate(make: Callable = sliced.sliced_wasserstein_flow) -> Check:
-    """The sliced Wasserstein flow (Nguyen & Ho 2024, section 4, plain estimator) started at a
+    """The sliced Wasserstein flow [Nguyen2024, section 4] (plain estimator) started at a
     translate of its target stays a translate, and its offset s_k obeys
     E|s_k|^2 = r^k |s_0|^2 (:func:`flow_contraction`; derived from the flow's definition, the
     paper states no rate). ``make(target, step_size, num_projections=)`` builds the flow."""

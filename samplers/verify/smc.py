@@ -40,10 +40,10 @@ def _replicate_mean(values):
 
 
 def paris_smoothing(make: Callable = smc.paris) -> Check:
-    """PaRIS (Olsson & Westerborn 2017, Alg. 2, Ñ = 2) is consistent for smoothed additive
+    """PaRIS [Olsson2017, Alg. 2] with Ñ = 2 is consistent for smoothed additive
     functionals: the mean of R independent estimates of sum_t E[x_t x_{t+1} | y] lies within
     5 standard errors of the RTS value. Its O(T / N) bias is below the standard error at
-    these sizes (about -0.2 against 0.3 quick, note smc.md), so a wrong transition, backward
+    these sizes (about -0.2 against 0.3 quick; docs/smc.md), so a wrong transition, backward
     kernel or weight fails. Quick: T = 20, N = 200, R = 64, exact backward draws (one
     compile); full: T = 50, N = 1,000, R = 256, accept-reject draws (the default).
     ``make(keys, model, ys, additive_fn, num_particles, backward=)`` is the estimator."""
@@ -67,7 +67,7 @@ def paris_smoothing(make: Callable = smc.paris) -> Check:
 
 def ppg_exact_reference(make: Callable = smc.ppg) -> Check:
     """PPG's kernel leaves the smoothing law invariant and its sweep estimate is unbiased
-    there (Cardoso et al. 2023; smc-diffusion-detail.md, A5): one PPG iteration whose
+    there [Cardoso2023]: one PPG iteration whose
     reference path is an exact draw from the smoother (Kalman forward pass, backward
     Gaussian draws) gives an unbiased estimate of sum_t E[x_t x_{t+1} | y] at any N >= 2,
     where PaRIS at the same N is biased by O(T / N) (about -15 at N = 8, T = 50). The mean

@@ -1,8 +1,7 @@
 """Guarantee checks of the Stein samplers (``samplers verify --method stein``).
 
-Shi, Liu & Mackey, "Sampling with Mirrored Stein Operators", ICLR 2022 (arXiv 2106.12506);
-SVGD: Liu & Wang, NeurIPS 2016. The measurements are those of
-``tests/theory/test_stein_guarantees.py``, which calls the functions here.
+[Shi2022], "Sampling with Mirrored Stein Operators"; SVGD: [Liu2016]. The measurements
+are those of ``tests/theory/test_stein_guarantees.py``, which calls the functions here.
 """
 from __future__ import annotations
 
@@ -26,7 +25,7 @@ DIRICHLET_ALPHA = (4.0, 2.0, 3.0, 1.5)
 
 def svgd_field(x, h, score):
     """The SVGD direction phi(x_i) = (1/n) sum_j [k(x_j, x_i) s(x_j) + grad_{x_j} k(x_j, x_i)]
-    with k = exp(-|x - y|^2 / h) (Liu & Wang 2016, eq. 8), dense and written out here,
+    with k = exp(-|x - y|^2 / h) [Liu2016, eq. 8], dense and written out here,
     independently of :mod:`samplers.stein.kernels`. ``x`` (n, d)."""
     diff = x[:, None, :] - x[None, :, :]            # [j, i] = x_j - x_i
     k = jnp.exp(-jnp.sum(diff**2, -1) / h)
@@ -174,7 +173,7 @@ def svgd_fixed_point(make: Callable = stein.svgd) -> Check:
     """n SVGD particles on N(1, diag(1, 1/4)) with the RBF kernel (fixed h = 1) and step
     eps = 0.25, run from a random start until at rest (:func:`run_to_rest`: no coordinate
     moves by more than eps E + eps64 |x|, E the field's round-off below), end at a zero
-    of the SVGD field phi (Liu & Wang 2016, eq. 8: the Euler iteration's fixed points are
+    of the SVGD field phi ([Liu2016, eq. 8]: the Euler iteration's fixed points are
     the field's zeros for every eps) that is a stable fixed point of x -> x + eps phi(x).
 
     Which zero depends on the start (the target's reflections map zeros to zeros, and from
@@ -263,7 +262,7 @@ def dirichlet_moments(method: str, make: Callable, options: dict, steps: tuple) 
     """Mirrored Stein particles on Dirichlet(4, 2, 3, 1.5) (entropic simplex map, IMQ
     kernel with the median bandwidth) stay strictly inside the simplex at every step and
     end with moments at least as accurate as n exact i.i.d. draws are 99 % of the time
-    (Shi, Liu & Mackey 2022: the particles converge to the target). The
+    ([Shi2022]: the particles converge to the target). The
     measured value is the larger of the mean and variance errors, each in units of that
     99 % quantile (computed here from 4,000 sets of exact draws): at most 1 passes.
     ``make(logdensity_fn, mirror_map, **options)`` builds the sampler; ``steps`` is
@@ -313,7 +312,7 @@ def svmd_dirichlet(make: Callable = stein.svmd) -> Check:
 def svng_constant_metric_error(key, make: Callable, n: int):
     """One SVNG step with a constant metric G = A (no truncation, no jitter) against
     A^{-1} phi_SVGD (:func:`svgd_field`): SVMD with the constant Hessian A has dual direction
-    phi_SVGD, and SVNG pulls it back by G^{-1} (Shi, Liu & Mackey 2022, Sec. 4.3; note A.4).
+    phi_SVGD, and SVNG pulls it back by G^{-1} [Shi2022, Sec. 4.3].
     Returns the largest error relative to |A^{-1}| times the largest sum of absolute terms
     of phi (the scale of a sum's round-off), and its round-off bound
     n eps64 kappa(K)^{1/2} kappa(A) (the square-root kernel's eigenvectors lose orthogonality
@@ -369,7 +368,7 @@ def svng_svgd_iterations(rng: np.random.Generator, make_svng: Callable = stein.s
     """Iterations for SVNG (lr 1, exact Fisher + I metric, RBF/median, threshold 0.98) and
     for SVGD at each rate of ``svgd_rates`` (larger ones oscillate) to reach the MAP plug-in
     test log-likelihood less 0.01 on :func:`logistic_problem` (20 particles, full batch;
-    Shi, Liu & Mackey 2022, Sec. 5.3, note A.9-5). None where a run never reaches it.
+    [Shi2022, Sec. 5.3]). None where a run never reaches it.
     Returns (svng iterations, {rate: svgd iterations}, the goal, the final values)."""
     Xtr, ytr, Xte, yte = logistic_problem(rng)
     goal = _map_test_loglik(Xtr, ytr, Xte, yte) - 0.01
