@@ -475,7 +475,7 @@ def underdamped(logdensity_fn: Callable, step_size: float, friction: float = 1.0
 
 def _malt_trajectory(value_and_grad, metric, key, x, logdensity, g, h, gamma, num_steps):
     """L OBABO steps from (x, w ~ N(0, I)) and the summed energy error of their B-A-B parts
-    [RiouDurand2023, Algorithm 1]: the O parts leave the Gaussian momentum law
+    [RiouDurand2022, Algorithm 1]: the O parts leave the Gaussian momentum law
     invariant and drop out of the acceptance ratio. The momentum is discarded afterwards
     (fully refreshed by the next trajectory), so the first and last half O steps are
     omitted and the two half O steps between consecutive B-A-B parts are one O of length
@@ -522,7 +522,7 @@ def _malt_kernel(logdensity_fn, key, state: LangevinState, batch, params: MALTPa
 
 def malt(logdensity_fn: Callable, step_size: float, num_integration_steps: Optional[int] = None,
          friction: float = 1.0, inverse_mass_matrix=None) -> Algorithm:
-    """Metropolis-adjusted Langevin trajectories [RiouDurand2023,
+    """Metropolis-adjusted Langevin trajectories [RiouDurand2022,
     Algorithm 1]: a fresh momentum, L steps of the OBABO splitting of underdamped Langevin
     dynamics (friction gamma, preconditioner C), then one Metropolis-Hastings test of the
     end point on the summed energy error of the B-A-B parts; on rejection the chain stays.

@@ -31,17 +31,18 @@ KEY_LIKE = re.compile(r"[A-Z][A-Za-z]*\d{2,4}[a-z]?")
 ENTRY = re.compile(r'^- <a id="([^"]+)"></a>\*\*([^*]+)\*\*', re.M)
 
 NAME = r"[A-Z][\w\u00c0-\u017f-]+"
+# texts are matched with their line breaks kept (\s where a space may be a line break)
 FREE_TEXT = [
-    re.compile(r"\bet al\b"),  # "Song et al. 2021", "Haario et al.'s": cite the key instead
-    re.compile(rf"\b{NAME}(?:, {NAME})* (?:&|and) {NAME},? \(?(?:19|20)\d\d"),
-    re.compile(rf"\b{NAME}(?:, {NAME})* & {NAME}'s\b"),
-    re.compile(rf"\b{NAME} \((?:19|20)\d\d[a-z]?[,)]"),  # "Vincent (2011)"
+    re.compile(r"\bet\sal\b"),  # "Song et al. 2021", "Haario et al.'s": cite the key instead
+    re.compile(rf"\b{NAME}(?:,\s{NAME})*\s(?:&|and)\s{NAME},?\s\(?(?:19|20)\d\d"),
+    re.compile(rf"\b{NAME}(?:,\s{NAME})*\s&\s{NAME}'s\b"),
+    re.compile(rf"\b{NAME}\s\((?:19|20)\d\d[a-z]?[,)]"),  # "Vincent (2011)"
 ]
-NOTES = re.compile(r"\bmethod notes?\b|\bproject notes?\b|\bnotes?(?:'s)? (?:§|[A-Z]\.?\d)")
+NOTES = re.compile(r"\bmethod\snotes?\b|\bproject\snotes?\b|\bnotes?(?:'s)?\s(?:§|[A-Z]\.?\d)")
 MD_PATH = re.compile(r"(?<![\w/.<>{-])((?:[\w.-]+/)*[\w-]+\.md)\b")
 # .md names the code writes (not files of the repository)
 MD_OUTPUTS = {"report.md"}
-JAX_VERSION = re.compile(r"\bjax(?:lib)?[ -]v?0\.\d+", re.I)
+JAX_VERSION = re.compile(r"\bjax(?:lib)?[\s-]v?0\.\d+", re.I)
 # files whose subject is one JAX version, with the reason
 JAX_VERSION_ALLOWED = {
     "samplers/_xla.py": "the workaround exists for jaxlib 0.10's CPU YNN fusions and says so",
@@ -66,13 +67,19 @@ def doc_texts(source: str):
 
 
 def scanned_texts():
-    """(path relative to the root, line, text with line breaks as spaces) of each docstring
-    and comment in the scanned directories."""
+    """(path relative to the root, first line, text) of each docstring and comment in the
+    scanned directories; the text keeps its line breaks, without indentation."""
     for top in SCANNED:
         for path in sorted((ROOT / top).rglob("*.py")):
             rel = path.relative_to(ROOT).as_posix()
             for line, text in doc_texts(path.read_text(encoding="utf-8")):
-                yield rel, line, re.sub(r"\s*\n\s*(#\s*)?", " ", text)
+                yield rel, line, re.sub(r"[ \t]*\n[ \t]*", "\n", text)
+
+
+def where(rel: str, line: int, text: str, match: re.Match) -> str:
+    """``path:line: 'match'`` for a match in a text that starts on ``line``."""
+    found = re.sub(r"\s+", " ", match.group(0))
+    return f"{rel}:{line + text.count(chr(10), 0, match.start())}: {found!r}"
 
 
 def bibliography() -> list[str]:
@@ -84,13 +91,17 @@ def bibliography() -> list[str]:
     return [a for a, _ in entries]
 
 
-def cited_keys(text: str):
-    """Every key-like head of a ``[Key, place; Key2]`` citation in ``text``."""
-    for group in re.findall(r"\[([^\[\]]+)\]", text):
-        for part in group.split(";"):
+def citations(text: str):
+    """(match, key) for every key-like head of a ``[Key, place; Key2]`` citation in ``text``."""
+    for m in re.finditer(r"\[([^\[\]]+)\]", text):
+        for part in m.group(1).split(";"):
             head = part.split(",")[0].strip()
             if KEY_LIKE.fullmatch(head):
-                yield head
+                yield m, head
+
+
+def cited_keys(text: str):
+    return [key for _, key in citations(text)]
 
 
 def test_bibliography_sorted_and_unique():
@@ -105,9 +116,17 @@ def test_bibliography_in_nav():
 
 def test_every_cited_key_is_in_the_bibliography():
     keys = set(bibliography())
-    missing = [f"{rel}:{line}: [{key}]" for rel, line, text in scanned_texts()
-               for key in cited_keys(text) if key not in keys]
+    missing = [where(rel, line, text, m) for rel, line, text in scanned_texts()
+               for m, key in citations(text) if key not in keys]
     assert not missing, "cited but not in docs/references.md:\n" + "\n".join(missing)
+
+
+def test_no_citation_right_after_a_bracket():
+    """Markdown (mkdocstrings renders docstrings as Markdown) reads ``E[x] [Key]`` as a
+    reference link to the id "Key": put the citation in parentheses there."""
+    found = [where(rel, line, text, m) for rel, line, text in scanned_texts()
+             for m, _ in citations(text) if re.search(r"\]\s?$", text[:m.start()])]
+    assert not found, "citations read as Markdown reference links:\n" + "\n".join(found)
 
 
 def test_every_bibliography_entry_is_cited():
@@ -121,7 +140,7 @@ def test_every_bibliography_entry_is_cited():
 
 
 def test_no_free_text_citations():
-    found = [f"{rel}:{line}: {m.group(0)!r}" for rel, line, text in scanned_texts()
+    found = [where(rel, line, text, m) for rel, line, text in scanned_texts()
              for pattern in FREE_TEXT for m in pattern.finditer(text)]
     assert not found, "free-text citations (cite [Key, place] instead):\n" + "\n".join(found)
 
@@ -129,18 +148,18 @@ def test_no_free_text_citations():
 def test_no_pointers_to_unshipped_files():
     found = []
     for rel, line, text in scanned_texts():
-        found += [f"{rel}:{line}: {m.group(0)!r}" for m in NOTES.finditer(text)]
+        found += [where(rel, line, text, m) for m in NOTES.finditer(text)]
         for m in MD_PATH.finditer(text):
             path = m.group(1)
             if path in MD_OUTPUTS or any(part.isupper() for part in path.split("/")[:-1]):
                 continue  # a file the code writes, or a placeholder directory (DIR/report.md)
             if not (ROOT / path).is_file():
-                found.append(f"{rel}:{line}: {path!r}")
+                found.append(where(rel, line, text, m))
     assert not found, "docstrings/comments point to files not in the repository:\n" + "\n".join(found)
 
 
 def test_no_version_tied_timings():
-    found = [f"{rel}:{line}: {m.group(0)!r}" for rel, line, text in scanned_texts()
+    found = [where(rel, line, text, m) for rel, line, text in scanned_texts()
              if rel not in JAX_VERSION_ALLOWED and not rel.startswith("benchmarks/")
              for m in JAX_VERSION.finditer(text)]
     assert not found, ("docstrings/comments tied to one JAX version (move the measurement to "

@@ -398,7 +398,7 @@ class ParisResult(NamedTuple):
 def paris(key, model, ys, additive_fn: Callable, num_particles: int, num_backward: int = 2, *,
           initial_fn: Optional[Callable] = None, backward: str = "auto",
           resampling: str = "systematic") -> ParisResult:
-    """PaRIS estimate of E[sum_t h~_t(x_t, x_{t+1}) | y] [Olsson2017, Alg. 2].
+    """PaRIS estimate of E[sum_t h~_t(x_t, x_{t+1}) | y] ([Olsson2017, Alg. 2]).
 
     Args:
       key, model, ys, num_particles, resampling: as in :func:`particle_filter` (an array
