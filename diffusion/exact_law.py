@@ -33,7 +33,7 @@ def affine_output_law(sde, score, dim, **solve_kwargs):
 
 
 def _gaussian_w2(m1, s1, m2, s2):
-    """W2 between N(m1, s1) and N(m2, s2) on the host in float64 (Dowson & Landau 1982), the
+    """W2 between N(m1, s1) and N(m2, s2) on the host in float64 [Dowson1982], the
     formula of :func:`samplers.diagnostics.gaussian_w2` without a device round trip."""
     m1, s1, m2, s2 = (np.asarray(a, np.float64) for a in (m1, s1, m2, s2))
     w, v = np.linalg.eigh(s2)

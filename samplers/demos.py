@@ -59,7 +59,7 @@ def demo_cases(key, num_steps: int = 20_000) -> list[DemoCase]:
 def _federated_gaussian():
     """Four clients with quadratic potentials of different curvature and optimum; the
     posterior is N(A^-1 sum_c A_c mu_c, A^-1), A = sum_c A_c. FA-LD's error includes its
-    heterogeneity bias (Deng et al. 2021, Theorem 4.7)."""
+    heterogeneity bias [Deng2024, Theorem 4.7]."""
     precisions = jnp.array([[[2.0, 0.5], [0.5, 1.0]], [[1.0, 0.0], [0.0, 3.0]],
                             [[1.5, -0.5], [-0.5, 1.0]], [[0.5, 0.0], [0.0, 0.5]]])
     means = jnp.array([[1.0, 0.0], [-1.0, 1.0], [0.5, -1.0], [0.0, 2.0]])

@@ -21,8 +21,8 @@ def fbgvi_row(seed: int = 0, num_steps: int = 200, num_draws: int = 2000) -> dic
     """The fbgvi row: FB-GVI (Gauss-Hermite expectations, h = 0.5 / lambda_max of the
     precision) on the demo's 2-d Gaussian target N([1, -1], [[1, 0.8], [0.8, 1.5]]).
 
-    On a Gaussian target the best Gaussian is the target itself ([DBCS23], Diao et al.
-    ICML 2023, Theorem 3.2), so the error is the exact W2 distance between the final
+    On a Gaussian target the best Gaussian is the target itself [Diao2023,
+    Theorem 3.2], so the error is the exact W2 distance between the final
     q = N(m, Sigma) and the target (float32 rounding level when converged).
 
     Returns ``{"method", "target", "w2_error", "seconds", "num_steps"}`` (``seconds`` includes
