@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import ndtri
 
-from .base import Algorithm, check_key, check_positive
+from ..base import Algorithm, check_key, check_positive
 
 __all__ = [
     "SlicedEstimate", "SWFlowState", "SWFlowInfo", "directions", "wasserstein_1d",
@@ -716,8 +716,8 @@ def demo_case(seed: int = 0, num_points: int = 500, num_steps: int = 500) -> dic
     chain), "seconds", "plot" (None) and, for the demo's plot, "draws" (the final particles,
     (num_points, 2)) and "exact_draws" (the target cloud, (num_points, 2)).
     """
-    from .diagnostics import empirical_w2
-    from .run import run
+    from ..diagnostics import empirical_w2
+    from ..run import run
 
     rng = np.random.default_rng(seed)
     angle = rng.uniform(0, 2 * np.pi, num_points)
