@@ -343,9 +343,3 @@ def test_diagnostic_compares_draws_with_reference():
     with pytest.raises(ValueError, match="reference draws have 2 coordinates"):
         sliced.sliced_wasserstein_to_reference(jax.random.key(0), draws, reference[:, :2],
                                                chain_axes=2)
-
-
-def test_demo_case_row():
-    row = sliced.demo_case(num_points=64, num_steps=200)
-    assert set(row) >= {"method", "target", "w2_error", "seconds"}
-    assert 0 <= row["w2_error"] < 0.2 and row["seconds"] > 0

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import functools
 import math
-import time
 from typing import NamedTuple, Optional
 
 import jax
@@ -44,7 +43,7 @@ from ..base import Algorithm, check_key, check_positive
 __all__ = [
     "SlicedEstimate", "SWFlowState", "SWFlowInfo", "directions", "wasserstein_1d",
     "sliced_wasserstein", "sliced_wasserstein_estimate", "sliced_wasserstein_flow",
-    "sliced_wasserstein_to_reference", "demo_case",
+    "sliced_wasserstein_to_reference",
 ]
 
 CONTROL_VARIATES = (None, "lower", "upper")
@@ -703,35 +702,3 @@ def sliced_wasserstein_to_reference(key, draws, reference, *, num_projections: i
     return sliced_wasserstein_estimate(key, x, y, num_projections=num_projections, p=p,
                                        control_variate=control_variate,
                                        coefficient=coefficient, scheme=scheme)
-
-
-# ------------------------------------------------------------------------------- demo
-
-def demo_case(seed: int = 0, num_points: int = 500, num_steps: int = 500) -> dict:
-    """One ``samplers demo`` row: an SW flow (upper control variate) from N(0, I_2) particles
-    to a target cloud, scored by the exact W_2 between the final particles and the target
-    (an optimal assignment, :func:`samplers.diagnostics.empirical_w2`; 0 is the exact answer).
-
-    Returns a dict with "method", "target", "w2_error", "min_ess" (None: particles, not a
-    chain), "seconds", "plot" (None) and, for the demo's plot, "draws" (the final particles,
-    (num_points, 2)) and "exact_draws" (the target cloud, (num_points, 2)).
-    """
-    from ..diagnostics import empirical_w2
-    from ..run import run
-
-    rng = np.random.default_rng(seed)
-    angle = rng.uniform(0, 2 * np.pi, num_points)
-    radius = 2.0 + 0.2 * rng.standard_normal(num_points)
-    target = np.stack([radius * np.cos(angle) + 1.0, radius * np.sin(angle) - 1.0], 1)
-    source = rng.standard_normal((num_points, 2))
-    flow = sliced_wasserstein_flow(jnp.asarray(target, jnp.float32), step_size=0.2,
-                                   num_projections=50, control_variate="upper")
-    start = time.perf_counter()
-    trace = run(jax.random.key(seed), flow, jnp.asarray(source, jnp.float32), num_steps,
-                thin=num_steps, progress=False)
-    final = np.asarray(trace.positions[0, -1])
-    seconds = time.perf_counter() - start
-    return {"method": "sw flow (upper CV)", "target": "ring cloud (n=500, d=2)",
-            "w2_error": float(empirical_w2(final, target)), "min_ess": None,
-            "seconds": seconds, "plot": None, "draws": final, "exact_draws": target,
-            "draws_label": f"particles after {num_steps} steps", "exact_label": "target cloud"}
