@@ -24,8 +24,9 @@ weights, the merged cumulative-weight grid otherwise (unequal sizes, weights).
 Public functions: :func:`sliced_wasserstein` (SW_p, a scalar or one per pair),
 :func:`sliced_wasserstein_estimate` (SW_p^p with its standard error and the measured variance
 reduction), :func:`sliced_wasserstein_flow` (an :class:`~samplers.base.Algorithm` for
-:func:`samplers.run`), :func:`sliced_wasserstein_to_reference` (a diagnostic comparing any
-sampler's draws with reference draws), :func:`directions` and :func:`wasserstein_1d`.
+:func:`samplers.run`), :func:`directions` and :func:`wasserstein_1d`. The diagnostic comparing
+any sampler's draws with reference draws is
+:func:`samplers.diagnostics.sliced_wasserstein_to_reference`.
 """
 from __future__ import annotations
 
@@ -43,7 +44,6 @@ from ..base import Algorithm, check_key, check_positive
 __all__ = [
     "SlicedEstimate", "SWFlowState", "SWFlowInfo", "directions", "wasserstein_1d",
     "sliced_wasserstein", "sliced_wasserstein_estimate", "sliced_wasserstein_flow",
-    "sliced_wasserstein_to_reference",
 ]
 
 CONTROL_VARIATES = (None, "lower", "upper")
@@ -649,56 +649,3 @@ def sliced_wasserstein_flow(target_points, step_size: float, *, num_projections:
         return SWFlowState(x), SWFlowInfo(est.value, est.stderr, est.variance_factor)
 
     return Algorithm(init=init, step=step, name="sw_flow")
-
-
-# ------------------------------------------------------------------------- diagnostic
-
-def _flatten_draws(name: str, draws, leading: int) -> np.ndarray:
-    """A pytree of draws with ``leading`` sample axes -> (N, D), leaves in tree order."""
-    positions = getattr(draws, "positions", draws)  # a samplers.Trace
-    leaves = jax.tree.leaves(positions)
-    if not leaves:
-        raise ValueError(f"{name} holds no arrays")
-    shapes = {np.shape(leaf)[:leading] for leaf in leaves}
-    if len(shapes) != 1 or any(np.ndim(leaf) < leading for leaf in leaves):
-        raise ValueError(f"{name}: every leaf needs the same {leading} leading sample axes, got "
-                         f"shapes {[np.shape(leaf) for leaf in leaves]}")
-    size = int(np.prod(shapes.pop()))
-    return np.concatenate([np.reshape(np.asarray(leaf), (size, -1)) for leaf in leaves], axis=1)
-
-
-def sliced_wasserstein_to_reference(key, draws, reference, *, num_projections: int = 200,
-                                    p: float = 2, control_variate: Optional[str] = "upper",
-                                    coefficient: str = "ols", scheme: str = "mc",
-                                    chain_axes: Optional[int] = None) -> SlicedEstimate:
-    """Compare any sampler's output with reference draws by sliced Wasserstein.
-
-    Args:
-      key: a ``jax.random.key`` for the directions.
-      draws: a :class:`samplers.Trace` (positions with (chain, draw) axes), or an array /
-        pytree of draws with leading sample axes: (N, ...) or (chain, draw, ...).
-      reference: exact draws from the target, an array / pytree with one leading axis (M, ...)
-        and the same structure as one draw.
-      num_projections, p, control_variate, coefficient, scheme: as in
-        :func:`sliced_wasserstein_estimate` (default: the upper control variate, which always
-        reduces the variance -- Nguyen & Ho 2024, section 3.2).
-      chain_axes: how many leading axes of ``draws`` index samples (default: 2 for a Trace,
-        else 1).
-
-    Returns:
-      A :class:`SlicedEstimate` of SW_p^p between the two empirical measures (pooled over
-      chains; pytrees flattened leaf by leaf). The flattened coordinates are not rescaled:
-      standardise them first if they live on very different scales.
-    """
-    if chain_axes is None:
-        chain_axes = 2 if hasattr(draws, "positions") else 1
-    if chain_axes not in (1, 2):
-        raise ValueError(f"chain_axes must be 1 or 2, got {chain_axes!r}")
-    x = _flatten_draws("draws", draws, chain_axes)
-    y = _flatten_draws("reference", reference, 1)
-    if x.shape[1] != y.shape[1]:
-        raise ValueError(f"reference draws have {y.shape[1]} coordinates, draws have "
-                         f"{x.shape[1]}: they must describe the same parameters")
-    return sliced_wasserstein_estimate(key, x, y, num_projections=num_projections, p=p,
-                                       control_variate=control_variate,
-                                       coefficient=coefficient, scheme=scheme)
