@@ -324,22 +324,3 @@ def test_control_variate_gradient_has_lower_variance():
     for cv in ("lower", "upper"):
         ratio = plain / grads(cv).var(0).sum()   # measured x12 (lower) and x4 (upper)
         assert ratio * math.exp(-Z * math.sqrt(4 / 199)) > 1.0, (cv, ratio)
-
-
-def test_diagnostic_compares_draws_with_reference():
-    rng = np.random.default_rng(22)
-    reference = rng.standard_normal((120, 3)).astype(np.float32)
-    shift = np.array([1.0, 0.0, -2.0], np.float32)
-    draws = (reference + shift).reshape(4, 30, 3)                # (chain, draw, d)
-    est = sliced.sliced_wasserstein_to_reference(jax.random.key(0), draws, reference,
-                                                 chain_axes=2, control_variate="lower")
-    np.testing.assert_allclose(float(est.value), shift @ shift / 3, rtol=1e-4)
-    # pytree draws are flattened leaf by leaf
-    tree = {"a": draws[..., :1], "b": draws[..., 1:]}
-    ref_tree = {"a": reference[:, :1], "b": reference[:, 1:]}
-    est2 = sliced.sliced_wasserstein_to_reference(jax.random.key(0), tree, ref_tree,
-                                                  chain_axes=2, control_variate="lower")
-    np.testing.assert_allclose(float(est2.value), float(est.value), rtol=1e-6)
-    with pytest.raises(ValueError, match="reference draws have 2 coordinates"):
-        sliced.sliced_wasserstein_to_reference(jax.random.key(0), draws, reference[:, :2],
-                                               chain_axes=2)
