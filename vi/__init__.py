@@ -6,17 +6,18 @@ in the Bures-Wasserstein space", ICML 2023 (arXiv 2304.05398); the baselines it 
 with (Bures-Wasserstein gradient descent, reparameterised-gradient VI with optax); the
 :class:`Gaussian` type. Builds on :mod:`samplers`.
 
-    q, trace = vi.fbgvi(logdensity_fn).run(key, vi.Gaussian.standard(d), 500)  # h: curvature
+    trace = samplers.run(key, vi.fbgvi(logdensity_fn), vi.Gaussian.standard(d), 500)
+    q, trace = vi.fit(key, vi.fbgvi(logdensity_fn), vi.Gaussian.standard(d), 500)  # final q
 """
 from .fbgvi import (
-    VIAlgorithm, VIInfo, VIState, VITrace, bwgd, default_step_size, expected_grad_hess, fbgvi,
-    jko_entropy_step, minibatch_logdensity, ravel_logdensity, reparam_vi, sfbgvi,
+    ReparamInfo, VIInfo, VIState, bwgd, default_step_size, elbo, expected_grad_hess, fbgvi,
+    fit, jko_entropy_step, minibatch_logdensity, ravel_logdensity, reparam_vi, sfbgvi,
 )
 from .gaussian import Gaussian
 from .demo import demo_case
 
 __all__ = [
-    "Gaussian", "VIAlgorithm", "VIInfo", "VIState", "VITrace", "bwgd", "default_step_size",
-    "demo_case", "expected_grad_hess", "fbgvi", "jko_entropy_step", "minibatch_logdensity",
+    "Gaussian", "ReparamInfo", "VIInfo", "VIState", "bwgd", "default_step_size", "demo_case",
+    "elbo", "expected_grad_hess", "fbgvi", "fit", "jko_entropy_step", "minibatch_logdensity",
     "ravel_logdensity", "reparam_vi", "sfbgvi",
 ]
