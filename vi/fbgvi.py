@@ -570,15 +570,18 @@ def fbgvi(logdensity_fn: Callable, step_size=None, *,
     Gaussian, = pi for a Gaussian pi). For h > 1/beta the iterates stay SPD but can converge
     to a biased covariance (on a Gaussian: h/(2 - h lambda) instead of 1/lambda for
     eigenvalues lambda of the precision with 1 < h lambda < 2), and on a non-log-concave
-    target a fixed large h can send the iterates to NaN (``run`` raises).
+    target a fixed large h can send the iterates to NaN (``samplers.run`` raises a
+    ``NonFiniteError`` naming the step, or flags it with ``on_nonfinite="flag"``).
 
     Args:
       logdensity_fn: ``x (d,) -> scalar`` log pi(x) up to a constant (V = -logdensity_fn);
-        or ``(x, batch) -> scalar`` when run with minibatches.
+        or ``(x, batch) -> scalar`` when run with minibatches (``samplers.run(...,
+        batches=...)``; recognised by its signature: a second positional parameter).
       step_size: h > 0 (a fixed step), or the name of an adaptive rule; both rules start
         from h_0 = 1 / L_0, L_0 = ||hess log pi(m_0)||_2 at the initial mean
-        (:func:`default_step_size`; ``state.step_size`` after ``init``, ``trace.step_size``),
-        and record each step's h_k in ``trace.info.step_size``:
+        (:func:`default_step_size`; ``state.step_size`` after ``init``,
+        ``trace.final_state.step_size`` after a run), and record each step's h_k in
+        ``trace.stats["step_size"]``:
 
         * ``"backtracking"`` (the default, ``None``): h_k is the largest of
           min(2 h_{k-1}, 1/||H_k||_2, h_max) times 2^-j (h_max = ``max_step_size``, by
@@ -627,7 +630,7 @@ def sfbgvi(logdensity_fn: Callable, step_size=None, *, num_samples: int = 1,
            max_step_size: Optional[float] = None, dim: Optional[int] = None) -> Algorithm:
     """Stochastic FB-GVI ([DBCS23] Algorithm 2): the FB-GVI step with E_q[grad V] and
     E_q[hess V] replaced by their values at ``num_samples`` fresh draws X ~ q (one by
-    default). With minibatches (``run(..., batches=...)``), ``logdensity_fn(x, batch)``
+    default). With minibatches (``samplers.run(..., batches=...)``), ``logdensity_fn(x, batch)``
     must be an unbiased estimate of log pi(x) (see :func:`minibatch_logdensity`).
 
     Guarantee ([DBCS23] Theorem 3.4): for alpha-strongly convex, beta-smooth V and
