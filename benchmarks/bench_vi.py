@@ -10,9 +10,10 @@ Each method runs a fixed budget of steps once (recording its Gaussian every step
 the first step after which the KL gap stays below ``tol`` (0.1 and 0.01); then the harness
 times each method running exactly that many steps (compiled, from the same start N(0, I)):
 
-* ours: ``vi.fbgvi`` with Monte Carlo expectations (``num_samples`` draws, exact Hessians),
-  in three settings: the default step rule ("backtracking") with antithetic draws, the
-  default rule with independent draws, and the former benchmark setting, a fixed step
+* ours: ``vi.fbgvi`` (run by ``samplers.run`` through ``vi.fit``) with Monte Carlo
+  expectations (``num_samples`` draws, exact Hessians), in three settings: the default
+  step rule ("backtracking") with antithetic draws, the default rule with independent
+  draws, and the former benchmark setting, a fixed step
   0.25/beta with beta = lambda_max(X^T X)/4 + 1 (the Monte Carlo noise floor of the KL gap
   grows like h / num_samples: 0.17 at h = 1/beta with 8 independent draws, 0.03 at
   0.25/beta); a setting that does not stay below ``tol`` within the budget is reported and
@@ -101,9 +102,9 @@ def best_gaussian(X, y, num_steps=500):
             grad = Xj.T @ (p @ weights - yj) + q.mean
             return grad, (Xj.T * ((p * (1 - p)) @ weights)) @ Xj + jnp.eye(d)
 
-        q, _ = vi.fbgvi(lambda w: -0.5 * w @ w, 1 / beta, expectation=expectation).run(
-            jax.random.key(0), vi.Gaussian.standard(d), num_steps, record_every=num_steps,
-            num_elbo_samples=0)
+        q, _ = vi.fit(jax.random.key(0),
+                      vi.fbgvi(lambda w: -0.5 * w @ w, 1 / beta, expectation=expectation),
+                      vi.Gaussian.standard(d), num_steps, thin=num_steps, progress=False)
         m, S = np.asarray(q.mean), np.asarray(q.cov)
     return m, S, objective(X, y, m, S), beta
 
@@ -146,13 +147,14 @@ def cases(cfg):
     }
     our_gaps = {}
     for label, alg in variants.items():
-        _, tr = alg.run(key, q0, cfg["budget"], num_elbo_samples=0, on_nonfinite="ignore")
-        our_gaps[label] = [gap(m, S) for m, S in zip(np.asarray(tr.mean), np.asarray(tr.cov))]
+        _, tr = vi.fit(key, alg, q0, cfg["budget"], on_nonfinite="flag", progress=False)
+        our_gaps[label] = [gap(m, S) for m, S in zip(np.asarray(tr.positions.mean[0]),
+                                                     np.asarray(tr.positions.cov[0]))]
 
     def our_runner(alg, n_steps):
         def ours():
-            return alg.run(key, q0, n_steps, record_every=n_steps, num_elbo_samples=0,
-                           on_nonfinite="ignore")[0]
+            return vi.fit(key, alg, q0, n_steps, thin=n_steps, on_nonfinite="flag",
+                          progress=False)[0]
         return ours
 
     # BlackJAX full-rank VI ----------------------------------------------------------

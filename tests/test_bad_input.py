@@ -9,8 +9,8 @@ One test per case that used to give a raw JAX error or silent garbage:
 * a log-density that returns a vector (SVGD, also under ``samplers.run``): TypeError;
 * a NaN row in ``x_T`` (diffusion): ValueError naming ``x_T`` and the rows;
 * ``diffusion.sample(dim=(4, 4))``: TypeError naming ``dim`` and pointing to ``shape=``;
-* FB-GVI with a step that is too large: NonFiniteError (or, flagged, a Gaussian that refuses
-  to be exported to ArviZ), and the default ``step_size=None`` on a 10-group hierarchical
+* FB-GVI with a step that is too large: ``samplers.run``'s NonFiniteError (or, flagged, a
+  Gaussian that refuses to be exported to ArviZ), and the default ``step_size=None`` on a 10-group hierarchical
   logistic regression, where the documented step 0.05 diverged at step 3.
 
 """
@@ -71,7 +71,7 @@ def test_svgd_particles_of_the_wrong_shape_is_a_value_error_naming_them():
 def test_fbgvi_start_of_the_wrong_dimension_names_q0_and_the_expected_shape():
     with pytest.raises(ValueError, match=r"evaluating logdensity_fn at q0 failed: q0 has "
                                          r"dimension 2"):
-        vi.fbgvi(logdensity_3d, 0.1).run(KEY, vi.Gaussian.standard(2), 5)
+        vi.fit(KEY, vi.fbgvi(logdensity_3d, 0.1), vi.Gaussian.standard(2), 5)
 
 
 def test_vector_valued_logdensity_is_a_type_error_under_run_and_at_init():
@@ -108,8 +108,8 @@ def test_svgd_integer_particles_are_converted_to_float():
 
 def test_fbgvi_integer_start_is_converted_to_float():
     alg = vi.fbgvi(logdensity_3d, 0.1)
-    q_int, _ = alg.run(KEY, vi.Gaussian(jnp.zeros(3, int), jnp.eye(3, dtype=int)), 20)
-    q_float, _ = alg.run(KEY, vi.Gaussian.standard(3), 20)
+    q_int, _ = vi.fit(KEY, alg, vi.Gaussian(jnp.zeros(3, int), jnp.eye(3, dtype=int)), 20)
+    q_float, _ = vi.fit(KEY, alg, vi.Gaussian.standard(3), 20)
     assert q_int.mean.dtype == FLOAT and q_int.scale.dtype == FLOAT
     np.testing.assert_array_equal(q_int.mean, q_float.mean)
     np.testing.assert_array_equal(q_int.scale, q_float.scale)
@@ -188,18 +188,18 @@ def test_fbgvi_step_too_large_raises_and_a_flagged_result_refuses_export(hierarc
     flat_fn, d = hierarchical
     q0 = vi.Gaussian.standard(d)
     alg = vi.fbgvi(flat_fn, 0.05)  # the step the docs used to show: diverged at step 3
-    with pytest.raises(samplers.NonFiniteError, match=r"fbgvi: the Gaussian turned non-finite "
-                                                      r"\(NaN or inf\) at step \d+ \(step "
-                                                      r"size 0.05\)") as err:
-        alg.run(KEY, q0, 20)
-    assert err.value.trace.nonfinite_step > 0
+    with pytest.raises(samplers.NonFiniteError, match=r"chain 0 turned non-finite "
+                                                      r"\(NaN or inf\) at step \d+") as err:
+        vi.fit(KEY, alg, q0, 20)
+    assert err.value.trace.nonfinite_step[0] > 0
+    q, trace = vi.fit(KEY, alg, q0, 20, on_nonfinite="flag")
+    assert trace.nonfinite_step[0] > 0
     with pytest.warns(RuntimeWarning, match="non-finite"):
-        q, trace = alg.run(KEY, q0, 20, on_nonfinite="flag")
-    assert trace.nonfinite_step > 0
+        trace.to_arviz()
     with pytest.raises(ValueError, match="cannot export a non-finite Gaussian to ArviZ"):
         q.to_arviz(KEY)
     with pytest.raises(ValueError, match="on_nonfinite must be 'raise' or 'flag'"):
-        alg.run(KEY, q0, 20, on_nonfinite="nan")
+        vi.fit(KEY, alg, q0, 20, on_nonfinite="nan")
 
 
 def test_fbgvi_default_step_stays_finite_and_improves_the_elbo_on_a_hierarchical_model(
@@ -210,21 +210,22 @@ def test_fbgvi_default_step_stays_finite_and_improves_the_elbo_on_a_hierarchical
     H = np.asarray(jax.hessian(flat_fn)(q0.mean), np.float64)
     h0 = 1.0 / np.abs(np.linalg.eigvalsh(0.5 * (H + H.T))).max()
     num_steps = 1000  # as in docs/vi.md's NumPyro example
-    q, trace = vi.fbgvi(flat_fn).run(KEY, q0, num_steps, record_every=100)
-    assert trace.nonfinite_step == -1
-    assert np.all(np.isfinite(trace.mean)) and np.all(np.isfinite(trace.cov))
+    q, trace = vi.fit(KEY, vi.fbgvi(flat_fn), q0, num_steps, thin=100)
+    assert trace.nonfinite_step[0] == -1
+    assert np.all(np.isfinite(trace.positions.mean)) and np.all(np.isfinite(trace.positions.scale))
     # the library computes L_0 in float32: eigvalsh's relative error on the largest
     # eigenvalue is O(d eps32) ~ 1e-6 here, so 1e-4 is round-off with margin, not tuning
-    np.testing.assert_allclose(trace.step_size, h0, rtol=1e-4)
+    h0_chosen = float(trace.final_state.step_size[0])
+    np.testing.assert_allclose(h0_chosen, h0, rtol=1e-4)
     # every step satisfies h_k <= h_0 (the per-step cap only lowers it)
-    assert np.all(np.asarray(trace.info.step_size) <= trace.step_size * (1 + 1e-6))
+    assert np.all(np.asarray(trace.stats["step_size"]) <= h0_chosen * (1 + 1e-6))
     before, se_before = _elbo(flat_fn, q0, jax.random.key(1))
     after, se_after = _elbo(flat_fn, q, jax.random.key(2))
     assert after - before > 5.0 * np.hypot(se_before, se_after), (before, after)
     q.to_arviz(KEY, num_draws=10)  # a finite result exports
     # the stochastic version, one draw per step, stays finite too
-    _, strace = vi.sfbgvi(flat_fn).run(KEY, q0, 500, record_every=100, num_elbo_samples=0)
-    assert strace.nonfinite_step == -1
+    _, strace = vi.fit(KEY, vi.sfbgvi(flat_fn), q0, 500, thin=100)
+    assert strace.nonfinite_step[0] == -1
 
 
 def test_fbgvi_default_step_on_a_gaussian_is_one_over_beta_and_converges_exactly():
@@ -236,9 +237,9 @@ def test_fbgvi_default_step_on_a_gaussian_is_one_over_beta_and_converges_exactly
     assert alg.step_size is None
     state = alg.init(vi.Gaussian.standard(3))
     # 1 / (the largest eigenvalue of diag(1, 2, 3)) in float32: a few eps32 = 1.2e-7
-    assert state.step_size == pytest.approx(1.0 / 3.0, rel=1e-6)
-    q, trace = alg.run(KEY, vi.Gaussian.standard(3), 300, num_elbo_samples=0)
-    assert trace.step_size == pytest.approx(1.0 / 3.0, rel=1e-6)
+    assert float(state.step_size) == pytest.approx(1.0 / 3.0, rel=1e-6)
+    q, trace = vi.fit(KEY, alg, vi.Gaussian.standard(3), 300)
+    assert float(trace.final_state.step_size[0]) == pytest.approx(1.0 / 3.0, rel=1e-6)
     # W2^2 contracts by (1 - alpha h)^2 = (2/3)^2 per step ([DBCS23] Thm 3.2): after 300
     # steps only float32 round-off of O(1) entries remains; 1e-5 is about 80 eps32
     np.testing.assert_allclose(q.mean, mu, atol=1e-5)
@@ -249,7 +250,7 @@ def test_default_step_needs_a_full_logdensity_and_finite_curvature():
     lp = vi.minibatch_logdensity(lambda x: -0.5 * x @ x,
                                  lambda x, datum: -0.5 * (x @ datum) ** 2, 10)
     with pytest.raises(ValueError, match="step_size=None chooses the step .* pass step_size"):
-        vi.sfbgvi(lp).init(vi.Gaussian.standard(2))
+        vi.sfbgvi(lp)
     with pytest.raises(ValueError, match="step_size=None chooses h .* pass step_size"):
         vi.fbgvi(lambda x: jnp.sum(x)).init(vi.Gaussian.standard(2))  # zero curvature
     with pytest.raises(TypeError, match="step_size"):

@@ -8,6 +8,8 @@ tests/theory/test_fbgvi_guarantees.py.
 """
 from __future__ import annotations
 
+import importlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -111,9 +113,9 @@ def test_scalar_recursions_match_closed_forms(method, h, lam, s0, expected_s):
         lp = quadratic_logdensity(np.array([[lam]]), np.array([1.0]))
         alg = getattr(vi, method)(lp, h, expectation="exact_gaussian")
         q0 = vi.Gaussian(jnp.zeros(1), jnp.sqrt(s0) * jnp.ones((1, 1)))
-        _, tr = alg.run(jax.random.key(0), q0, 3, num_elbo_samples=0)
-        np.testing.assert_allclose(np.asarray(tr.cov).ravel(), expected_s, atol=1e-6)
-        np.testing.assert_allclose(np.asarray(tr.mean).ravel(),
+        _, tr = vi.fit(jax.random.key(0), alg, q0, 3)
+        np.testing.assert_allclose(np.asarray(tr.positions.cov).ravel(), expected_s, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(tr.positions.mean).ravel(),
                                    1.0 - (1.0 - h * lam) ** np.arange(1, 4), atol=1e-12)
 
 
@@ -125,13 +127,12 @@ def test_gaussian_target_fixed_point_is_the_target_exactly(expectation):
     with jax.enable_x64(True):
         alg = vi.fbgvi(quadratic_logdensity(A, mu), 0.5 / lam.max(), expectation=expectation,
                        num_points=2)
-        q, _ = alg.run(jax.random.key(0), vi.Gaussian.standard(D), 2000, record_every=2000,
-                       num_elbo_samples=0)
+        q, _ = vi.fit(jax.random.key(0), alg, vi.Gaussian.standard(D), 2000, thin=2000)
         np.testing.assert_allclose(np.asarray(q.mean), mu, atol=1e-10)
         np.testing.assert_allclose(np.asarray(q.cov), np.linalg.inv(A), atol=1e-10)
         # started at the target, it stays there (a fixed point, not just a limit)
         start = vi.Gaussian.from_cov(mu, np.linalg.inv(A))
-        q1, _ = alg.run(jax.random.key(1), start, 2000, record_every=2000, num_elbo_samples=0)
+        q1, _ = vi.fit(jax.random.key(1), alg, start, 2000, thin=2000)
         np.testing.assert_allclose(np.asarray(q1.cov), np.linalg.inv(A), atol=1e-12)
 
 
@@ -212,9 +213,18 @@ def test_bad_input_gives_clear_errors():
     with pytest.raises(TypeError, match="scalar"):
         vi.fbgvi(lambda x: x, 0.1).init(vi.Gaussian.standard(3))
     with pytest.raises(ValueError, match="num_steps"):
-        alg.run(jax.random.key(0), vi.Gaussian.standard(3), 0)
-    with pytest.raises(ValueError, match="multiple of record_every"):
-        alg.run(jax.random.key(0), vi.Gaussian.standard(3), 10, record_every=3)
+        vi.fit(jax.random.key(0), alg, vi.Gaussian.standard(3), 0)
+    with pytest.raises(ValueError, match="multiple of thin"):
+        vi.fit(jax.random.key(0), alg, vi.Gaussian.standard(3), 10, thin=3)
+    with pytest.raises(ValueError, match="fit runs one chain .* samplers.run"):
+        vi.fit(jax.random.key(0), alg, vi.Gaussian.standard(3), 10, num_chains=2)
+    # inside samplers.run (init traced under vmap) the shape checks still name q0
+    with pytest.raises(ValueError, match="dimension 4, but the target has dimension 3"):
+        samplers.run(jax.random.key(0), alg, vi.Gaussian.standard(4), 5)
+    with pytest.raises(ValueError, match="evaluating logdensity_fn at q0 failed: q0 has dimension 4"):
+        samplers.run(jax.random.key(0), vi.fbgvi(lp, 0.1), vi.Gaussian.standard(4), 5)
+    with pytest.raises(ValueError, match="num_draws must be an integer >= 1"):
+        vi.elbo(jax.random.key(0), lp, vi.Gaussian.standard(3), 0)
     with pytest.raises(TypeError, match="optimizer"):
         vi.reparam_vi(lp, optimizer="adam")
 
@@ -223,10 +233,11 @@ def test_reproducible_and_jit_vmap_compatible():
     A, mu, _ = gaussian_problem()
     alg = vi.sfbgvi(quadratic_logdensity(A, mu), 0.02)
     q0 = vi.Gaussian.standard(D)
-    a, ta = alg.run(jax.random.key(5), q0, 20, num_elbo_samples=8)
-    b, tb = alg.run(jax.random.key(5), q0, 20, num_elbo_samples=8)
-    c, _ = alg.run(jax.random.key(6), q0, 20, num_elbo_samples=8)
-    assert np.array_equal(a.mean, b.mean) and np.array_equal(ta.elbo, tb.elbo)
+    a, ta = vi.fit(jax.random.key(5), alg, q0, 20)
+    b, tb = vi.fit(jax.random.key(5), alg, q0, 20)
+    c, _ = vi.fit(jax.random.key(6), alg, q0, 20)
+    assert np.array_equal(a.mean, b.mean) and np.array_equal(ta.positions.scale, tb.positions.scale)
+    assert np.array_equal(ta.stats["grad_norm"], tb.stats["grad_norm"])
     assert not np.array_equal(a.mean, c.mean)
     # step is pure: vmap over keys equals a sequential map; differentiable in the step size
     state = alg.init(q0)
@@ -234,9 +245,10 @@ def test_reproducible_and_jit_vmap_compatible():
 
     @jax.jit
     def check(keys, state):
-        batched = jax.vmap(alg.step, in_axes=(0, None))(keys, state)[0].q.mean
-        looped = jax.lax.map(lambda k: alg.step(k, state)[0].q.mean, keys)
-        grad = jax.grad(lambda h: jnp.sum(alg.kernel(keys[0], state, None, h)[0].q.cov))(0.02)
+        batched = jax.vmap(alg.step, in_axes=(0, None))(keys, state)[0].position.mean
+        looped = jax.lax.map(lambda k: alg.step(k, state)[0].position.mean, keys)
+        grad = jax.grad(lambda h: jnp.sum(alg.kernel(
+            keys[0], state, None, alg.params._replace(step_size=h))[0].position.cov))(0.02)
         return batched, looped, grad
 
     batched, looped, grad = check(keys, state)
@@ -263,15 +275,15 @@ def test_covariance_stays_spd_for_10000_float32_stochastic_steps():
 
     h = 1.0 / beta
     q0 = vi.Gaussian(jnp.zeros(d), (beta ** -0.25) * jnp.eye(d))
-    _, tr = vi.sfbgvi(lp, h).run(jax.random.key(0), q0, 10_000, record_every=1,
-                                 num_elbo_samples=0, on_nonfinite="raise")
-    assert tr.nonfinite_step == -1
+    _, tr = vi.fit(jax.random.key(0), vi.sfbgvi(lp, h), q0, 10_000, on_nonfinite="raise")
+    assert tr.nonfinite_step[0] == -1
     # the backward step's eigenvalues are ((sqrt(s) + sqrt(s + 4h)) / 2)^2 >= h, computed in
     # float32: relative rounding of a few eps (1.2e-7) per eigenvalue
-    assert float(tr.info.min_eigenvalue.min()) >= h * (1 - 1e-5)
-    eig = np.linalg.eigvalsh(np.asarray(tr.cov, np.float64))
+    assert float(tr.stats["min_eigenvalue"].min()) >= h * (1 - 1e-5)
+    cov = np.asarray(tr.positions.cov[0])
+    eig = np.linalg.eigvalsh(cov.astype(np.float64))
     assert eig.min() >= h * (1 - 1e-5) and eig.max() <= 1.0 * (1 + 1e-5)
-    np.testing.assert_array_equal(np.asarray(tr.cov), np.swapaxes(np.asarray(tr.cov), 1, 2))
+    np.testing.assert_array_equal(cov, np.swapaxes(cov, 1, 2))
 
 
 def test_numpyro_model_through_the_bridge_recovers_a_conjugate_posterior():
@@ -291,8 +303,9 @@ def test_numpyro_model_through_the_bridge_recovers_a_conjugate_posterior():
     prec = np.diag([1 / 4, 1.0, 1.0]) + G.T @ G / 0.25
     cov = np.linalg.inv(prec)
     mean = cov @ G.T @ obs / 0.25
-    q, _ = vi.fbgvi(flat_fn, 0.05, expectation="gauss_hermite", num_points=2).run(
-        jax.random.key(0), vi.Gaussian.standard(3), 600, record_every=600, num_elbo_samples=0)
+    q, _ = vi.fit(jax.random.key(0),
+                  vi.fbgvi(flat_fn, 0.05, expectation="gauss_hermite", num_points=2),
+                  vi.Gaussian.standard(3), 600, thin=600)
     np.testing.assert_allclose(np.asarray(q.mean), mean, atol=1e-4)
     np.testing.assert_allclose(np.asarray(q.cov), cov, atol=1e-4)
     idata = q.to_arviz(jax.random.key(1), num_draws=10, unravel_fn=unravel)
@@ -310,8 +323,8 @@ def test_minibatch_sfbgvi_mean_is_unbiased_on_linear_regression():
     alg = vi.sfbgvi(lp, h)
     batches = samplers.data.minibatches(target.data, 20)
     q0 = vi.Gaussian.from_cov(np.asarray(target.mean), np.asarray(target.cov))
-    means = np.stack([np.asarray(alg.run(jax.random.key(c), q0, 3000, batches=batches,
-                                         num_elbo_samples=0)[1].mean[500:]) for c in range(4)])
+    trace = samplers.run(jax.random.key(0), alg, q0, 3000, num_chains=4, batches=batches)
+    means = np.asarray(trace.positions.mean[:, 500:])
     for i in range(2):
         est, se = mc_mean(means[:, :, i])
         assert_within(est, se, float(target.mean[i]), what=f"mean[{i}]")
@@ -321,11 +334,19 @@ def test_reparam_vi_reaches_the_gaussian_target():
     A, mu, _ = gaussian_problem()
     lp = quadratic_logdensity(A, mu)
     q0 = vi.Gaussian.standard(D)
-    _, tr = vi.reparam_vi(lp, optax.adam(1e-2), num_samples=16).run(
-        jax.random.key(0), q0, 1000, record_every=1000, num_elbo_samples=0)
-    kl0 = vi.VITrace(q0.mean[None], q0.cov[None], None, None, -1).kl_to(mu, np.linalg.inv(A))[0]
-    kl = tr.kl_to(mu, np.linalg.inv(A))[-1]
+    q, _ = vi.fit(jax.random.key(0), vi.reparam_vi(lp, optax.adam(1e-2), num_samples=16), q0,
+                  1000, thin=1000)
+    kl0 = q0.kl_to(mu, np.linalg.inv(A))
+    kl = q.kl_to(mu, np.linalg.inv(A))
     assert kl < 1e-2 * kl0, (kl, kl0)
+    # the default optimiser is optax.adam(step_size) with the step size traced: same steps
+    _, given = vi.fit(jax.random.key(1), vi.reparam_vi(lp, optax.adam(1e-2), num_samples=16),
+                      q0, 20)
+    _, default = vi.fit(jax.random.key(1), vi.reparam_vi(lp, step_size=1e-2, num_samples=16),
+                        q0, 20)
+    np.testing.assert_allclose(default.positions.mean, given.positions.mean, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(default.positions.scale, given.positions.scale, rtol=1e-6,
+                               atol=1e-7)
 
 
 # ------------------------------------------------------------- the step-size rules
@@ -338,9 +359,9 @@ def test_backtracking_on_a_gaussian_takes_one_over_beta_and_reaches_the_target()
     with jax.enable_x64(True):
         alg = vi.fbgvi(quadratic_logdensity(A, mu), "backtracking", expectation="exact_gaussian",
                        max_step_size=float("inf"))
-        q, tr = alg.run(jax.random.key(0), vi.Gaussian.standard(D), 800, num_elbo_samples=0)
-        np.testing.assert_allclose(np.asarray(tr.info.step_size), 1 / lam.max(), rtol=1e-12)
-        assert np.all(np.asarray(tr.info.num_backtracks) == 0)
+        q, tr = vi.fit(jax.random.key(0), alg, vi.Gaussian.standard(D), 800)
+        np.testing.assert_allclose(np.asarray(tr.stats["step_size"]), 1 / lam.max(), rtol=1e-12)
+        assert np.all(np.asarray(tr.stats["num_backtracks"]) == 0)
         # the mean error contracts by 1 - alpha/beta = 0.95 per step: 1e-18 after 800 steps
         np.testing.assert_allclose(np.asarray(q.mean), mu, atol=1e-10)
         np.testing.assert_allclose(np.asarray(q.cov), np.linalg.inv(A), atol=1e-10)
@@ -354,8 +375,8 @@ def test_antithetic_draws_make_the_gaussian_case_exact():
     A, mu, lam = gaussian_problem()
     with jax.enable_x64(True):
         lp = quadratic_logdensity(A, mu)
-        q, _ = vi.fbgvi(lp, num_samples=2, antithetic=True).run(
-            jax.random.key(0), vi.Gaussian.standard(D), 800, record_every=800, num_elbo_samples=0)
+        q, _ = vi.fit(jax.random.key(0), vi.fbgvi(lp, num_samples=2, antithetic=True),
+                      vi.Gaussian.standard(D), 800, thin=800)
         np.testing.assert_allclose(np.asarray(q.mean), mu, atol=1e-10)
         np.testing.assert_allclose(np.asarray(q.cov), np.linalg.inv(A), atol=1e-10)
 
@@ -373,10 +394,10 @@ def test_backtracking_accepts_exactly_the_steps_that_pass_the_descent_test():
         lp = lambda x: -(jnp.exp(x[0]) + x[0] ** 2 / 2)  # noqa: E731
         alg = vi.fbgvi(lp, expectation="exact_gaussian", max_step_size=float("inf"))
         q0 = vi.Gaussian(jnp.array([-5.0]), jnp.eye(1))
-        q, tr = alg.run(jax.random.key(0), q0, 200, num_elbo_samples=0)
-    m = np.concatenate([[-5.0], np.asarray(tr.mean)[:, 0]])
-    h = np.asarray(tr.info.step_size)
-    nb = np.asarray(tr.info.num_backtracks)
+        q, tr = vi.fit(jax.random.key(0), alg, q0, 200)
+    m = np.concatenate([[-5.0], np.asarray(tr.positions.mean)[0, :, 0]])
+    h = np.asarray(tr.stats["step_size"])[0]
+    nb = np.asarray(tr.stats["num_backtracks"])[0]
     assert nb[0] > 0  # the test fired on the first step
 
     def excess(m0, hh):  # the mean part of the candidate does not depend on the covariance
@@ -394,9 +415,10 @@ def test_backtracking_accepts_exactly_the_steps_that_pass_the_descent_test():
 
 def test_step_rule_arguments_give_clear_errors():
     lp = quadratic_logdensity(np.eye(3), np.zeros(3))
-    assert vi.fbgvi(lp).step_rule == "backtracking" and vi.fbgvi(lp).step_size is None
-    assert vi.fbgvi(lp, "curvature").step_rule == "curvature"
-    assert vi.fbgvi(lp, 0.1).step_rule == "fixed"
+    # the default rule is "backtracking": the same algorithm, equal as a value
+    assert vi.fbgvi(lp) == vi.fbgvi(lp, "backtracking") and vi.fbgvi(lp).step_size is None
+    assert vi.fbgvi(lp, "curvature") != vi.fbgvi(lp) and vi.fbgvi(lp, "curvature").params is None
+    assert vi.fbgvi(lp, 0.1).step_size == pytest.approx(0.1)  # fixed: a traced parameter
     with pytest.raises(TypeError, match="step_size must be a positive number or one of "
                                         "'backtracking', 'curvature', got 'armijo'"):
         vi.fbgvi(lp, "armijo")
@@ -414,3 +436,125 @@ def test_step_rule_arguments_give_clear_errors():
         vi.fbgvi(lp, expectation=lambda key, q: (q.mean, jnp.eye(3)))
     with pytest.raises(TypeError, match="antithetic must be True or False"):
         vi.fbgvi(lp, antithetic=1)
+
+
+# ------------------------------------------------------------ one driver: samplers.run
+
+def test_samplers_run_drives_fbgvi_and_exports_the_gaussian_to_arviz():
+    """Issue 18: ``samplers.run(key, vi.fbgvi(...), q0, num_steps=200)`` is a Trace whose
+    positions are the Gaussians (mean (d,), scale (d, d)) after each kept step; on
+    N(mu, A^{-1}) with exact expectations and h = 0.5/beta, the last one is the target."""
+    A, mu, lam = gaussian_problem(d=3, kappa=4.0)
+    alg = vi.fbgvi(quadratic_logdensity(A, mu), step_size=0.5 / lam.max(),
+                   expectation="exact_gaussian")
+    trace = samplers.run(jax.random.key(0), alg, vi.Gaussian.standard(3), num_steps=200,
+                         thin=4, num_chains=2)
+    assert isinstance(trace, samplers.Trace) and isinstance(trace.positions, vi.Gaussian)
+    assert trace.positions.mean.shape == (2, 50, 3) and trace.positions.scale.shape == (2, 50, 3, 3)
+    # the error contracts by (1 - alpha h)^2 = 0.766 per step: 1e-23 after 200, float32 left
+    np.testing.assert_allclose(trace.positions.cov[:, -1], np.broadcast_to(np.linalg.inv(A),
+                                                                           (2, 3, 3)), atol=1e-5)
+    np.testing.assert_allclose(trace.stats["step_size"], 0.5 / lam.max(), rtol=1e-6)
+    idata = trace.to_arviz()
+    assert tuple(idata.posterior["mean"].shape) == (2, 50, 3)
+    assert tuple(idata.posterior["scale"].shape) == (2, 50, 3, 3)
+    for name in ("step_size", "min_eigenvalue", "grad_norm", "num_backtracks", "diverging"):
+        assert tuple(idata.sample_stats[name].shape) == (2, 50), name
+    np.testing.assert_array_equal(idata.posterior["mean"].values, trace.positions.mean)
+
+
+def test_fbgvi_checkpoint_resume_is_bit_identical(tmp_path, monkeypatch):
+    """As for MALA (tests/test_run.py): a run cut by a crash mid-write resumes from its last
+    good checkpoint and gives the uninterrupted run's Gaussians and statistics bit for bit
+    (Monte Carlo expectations, the backtracking rule's running h in the state)."""
+    from checkpointing import crash_on_save
+
+    run_module = importlib.import_module("samplers.run")
+    A, mu, _ = gaussian_problem(d=2, kappa=4.0)
+    alg = vi.fbgvi(quadratic_logdensity(A, mu), num_samples=2)
+    q0 = vi.Gaussian.standard(2)
+    path = str(tmp_path / "vi.npz")
+
+    def run(**kw):
+        return samplers.run(jax.random.key(3), alg, q0, 60, thin=2, num_chains=2, **kw)
+
+    reference = run()
+    saves = crash_on_save(monkeypatch, run_module, path, 4)
+    with pytest.raises(KeyboardInterrupt):
+        run(checkpoint=path, checkpoint_every=10)
+    monkeypatch.undo()
+    assert saves == [0, 5, 10, 15]
+    resumed = run(checkpoint=path, checkpoint_every=10)
+    for a, b in ((resumed.positions, reference.positions), (resumed.stats, reference.stats),
+                 (resumed.final_state, reference.final_state)):
+        assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_a_diverging_vi_run_is_reported_with_its_step_or_flagged():
+    """FB-GVI with h = 1 on N(0, 1/100) (h beta = 100, far above 1): the mean is multiplied
+    by 1 - h lambda = -99 every step and the covariance grows too, until float32 overflows.
+    ``on_nonfinite="raise"`` names the first non-finite step; ``"flag"`` returns the run with
+    that step in ``nonfinite_step`` and the draws from it on marked diverging."""
+    lp = lambda x: -50.0 * jnp.sum(x ** 2)  # noqa: E731
+    alg = vi.fbgvi(lp, 1.0, expectation="exact_gaussian")
+    q0 = vi.Gaussian(jnp.ones(1), jnp.eye(1))
+    with pytest.raises(samplers.NonFiniteError, match=r"chain 0 turned non-finite \(NaN or inf\) "
+                                                      r"at step (\d+)") as err:
+        samplers.run(jax.random.key(0), alg, q0, 40)
+    flagged = samplers.run(jax.random.key(0), alg, q0, 40, on_nonfinite="flag")
+    step = int(flagged.nonfinite_step[0])
+    assert f"at step {step};" in str(err.value)
+    finite = np.isfinite(flagged.positions.mean[0, :, 0]) & np.all(
+        np.isfinite(flagged.positions.scale[0]), axis=(1, 2))
+    # the step reported is the first non-finite Gaussian (step t is draw t: thin = 1)
+    assert finite[:step].all() and not finite[step]
+    # |m_k| = 99^k is still finite in float32 (max 3.4e38) up to k = 19, so the covariance
+    # (which grows faster) is what overflowed first, at or before step index 19
+    assert 0 < step <= 19
+    diverging = np.asarray(flagged.stats["diverging"][0])
+    assert diverging[step:].all() and not diverging[:step].any()
+    with pytest.warns(RuntimeWarning, match=r"chains \[0\] turned non-finite"):
+        flagged.to_arviz()
+
+
+def test_a_new_step_size_reuses_the_compiled_run():
+    """The fixed step size is a traced parameter (``algorithm.params``), as for MALA: an
+    FB-GVI rebuilt with another step size runs on the program already compiled."""
+    run_module = importlib.import_module("samplers.run")
+    lp = quadratic_logdensity(np.eye(2), np.zeros(2))
+    q0 = vi.Gaussian.standard(2)
+    samplers.run(jax.random.key(0), vi.sfbgvi(lp, 0.1), q0, 10)
+    before = run_module._whole._cache_size()
+    trace = samplers.run(jax.random.key(0), vi.sfbgvi(lp, 0.2), q0, 10)
+    assert run_module._whole._cache_size() == before
+    np.testing.assert_allclose(trace.stats["step_size"], 0.2)
+    np.testing.assert_allclose(trace.params.step_size, [0.2])
+
+
+def test_kl_w2_and_elbo_over_a_trace():
+    """Per Gaussian of a batch (leading axes, as in a trace's positions): KL and W2^2 to a
+    reference against closed forms computed here, and the ELBO: E_q[log p] + H(q) =
+    log Z - KL(q || pi) for every q, so ELBO + KL must be log Z of the unnormalised Gaussian
+    target, up to the Monte Carlo standard error of the E_q[log p] estimate."""
+    A, mu, _ = gaussian_problem(d=2, kappa=3.0)
+    cov_t = np.linalg.inv(A)
+    q = vi.Gaussian(jnp.asarray([[0.0, 0.0], [0.5, 1.0]], jnp.float32),
+                    jnp.asarray([np.eye(2), np.diag([0.5, 2.0])], jnp.float32))
+    kl, w2 = q.kl_to(mu, cov_t), q.w2_squared_to(mu, cov_t)
+    assert kl.shape == (2,) and w2.shape == (2,)
+    for i in range(2):
+        m, S = np.asarray(q.mean[i], np.float64), np.asarray(q.cov[i], np.float64)
+        expected_kl = 0.5 * (np.trace(A @ S) + (mu - m) @ A @ (mu - m) - 2
+                             + np.log(np.linalg.det(cov_t) / np.linalg.det(S)))
+        np.testing.assert_allclose(kl[i], expected_kl, rtol=1e-6)
+        np.testing.assert_allclose(w2[i], _bures_sq(S, cov_t) + np.sum((m - mu) ** 2), rtol=1e-6)
+    lp = quadratic_logdensity(A, mu)  # unnormalised: log Z = log det(2 pi A^{-1}) / 2
+    log_z = 0.5 * np.log(np.linalg.det(2 * np.pi * cov_t))
+    n = 20_000
+    values = np.asarray(vi.elbo(jax.random.key(0), lp, q, num_draws=n), np.float64)
+    # the estimate's standard error: sd of log p under q over sqrt(n), sd computed here
+    for i in range(2):
+        x = np.asarray(vi.Gaussian(q.mean[i], q.scale[i]).sample(jax.random.key(i + 1), n),
+                       np.float64)
+        sd = np.std(-0.5 * np.einsum("ni,ij,nj->n", x - mu, A, x - mu))
+        assert_within(values[i] + kl[i], sd / np.sqrt(n), log_z, what=f"ELBO + KL, q[{i}]")

@@ -5,16 +5,17 @@ Forward-backward Gaussian VI (FB-GVI) and its stochastic version, from [Diao2023
 the baselines it is compared with (Bures-Wasserstein gradient descent, reparameterised-gradient
 VI with optax); the :class:`Gaussian` type. Builds on :mod:`samplers`.
 
-    q, trace = vi.fbgvi(logdensity_fn).run(key, vi.Gaussian.standard(d), 500)  # h: curvature
+    trace = samplers.run(key, vi.fbgvi(logdensity_fn), vi.Gaussian.standard(d), 500)
+    q, trace = vi.fit(key, vi.fbgvi(logdensity_fn), vi.Gaussian.standard(d), 500)  # final q
 """
 from .fbgvi import (
-    VIAlgorithm, VIInfo, VIState, VITrace, bwgd, default_step_size, expected_grad_hess, fbgvi,
-    jko_entropy_step, minibatch_logdensity, ravel_logdensity, reparam_vi, sfbgvi,
+    ReparamInfo, VIInfo, VIState, bwgd, default_step_size, elbo, expected_grad_hess, fbgvi,
+    fit, jko_entropy_step, minibatch_logdensity, ravel_logdensity, reparam_vi, sfbgvi,
 )
 from .gaussian import Gaussian
 
 __all__ = [
-    "Gaussian", "VIAlgorithm", "VIInfo", "VIState", "VITrace", "bwgd", "default_step_size",
-    "expected_grad_hess", "fbgvi", "jko_entropy_step", "minibatch_logdensity",
+    "Gaussian", "ReparamInfo", "VIInfo", "VIState", "bwgd", "default_step_size",
+    "elbo", "expected_grad_hess", "fbgvi", "fit", "jko_entropy_step", "minibatch_logdensity",
     "ravel_logdensity", "reparam_vi", "sfbgvi",
 ]

@@ -11,7 +11,7 @@ import numpy as np
 
 from samplers import diagnostics, targets
 
-from .fbgvi import fbgvi
+from .fbgvi import fbgvi, fit
 from .gaussian import Gaussian
 
 __all__ = ["fbgvi_row"]
@@ -34,8 +34,8 @@ def fbgvi_row(seed: int = 0, num_steps: int = 200, num_draws: int = 2000) -> dic
     alg = fbgvi(target.logdensity_fn, step_size=0.5 / beta, expectation="gauss_hermite",
                 num_points=2)
     start = time.perf_counter()
-    q, _ = alg.run(jax.random.key(seed), Gaussian.standard(target.dim), num_steps,
-                   record_every=num_steps, num_elbo_samples=0)
+    q, _ = fit(jax.random.key(seed), alg, Gaussian.standard(target.dim), num_steps,
+               thin=num_steps, progress=False)
     q = jax.block_until_ready(q)
     seconds = time.perf_counter() - start
     error = float(diagnostics.gaussian_w2(q.mean, q.cov, target.mean, target.cov))

@@ -1,22 +1,21 @@
 """Forward-backward Gaussian VI in the Bures-Wasserstein space, and its baselines.
 
-Reference: M. Z. Diao, K. Balasubramanian, S. Chewi, A. Salim, "Forward-backward Gaussian
-variational inference via JKO in the Bures-Wasserstein space", ICML 2023, arXiv 2304.05398
-(cited below as [DBCS23]).
+Implements "Forward-backward Gaussian variational inference via JKO in the
+Bures-Wasserstein space" [Diao2023].
 
 Target pi ∝ exp(-V) with V = -logdensity_fn. Over Gaussians q = N(m, Sigma),
-KL(q || pi) = E_q[V] - H(q) + log Z. One FB-GVI step of size h ([DBCS23], Algorithm 1):
+KL(q || pi) = E_q[V] - H(q) + log Z. One FB-GVI step of size h [Diao2023, Algorithm 1]:
 
 * forward (Bures-Wasserstein gradient step on the potential energy E_q[V]):
   m' = m - h E_q[grad V],  Sigma' = M Sigma M  with  M = I - h E_q[hess V];
-* backward (JKO / proximal step on the negative entropy, closed form, [DBCS23] eq. (5)):
+* backward (JKO / proximal step on the negative entropy, closed form, [Diao2023, eq. (5)]):
   Sigma_next = 1/2 (Sigma' + 2hI + (Sigma' (Sigma' + 4hI))^{1/2}),  m_next = m'.
 
 Expectations under q are computed as ``expectation=`` "exact_gaussian" (evaluate at the
 mean: exact when V is quadratic, i.e. a Gaussian target), "gauss_hermite" (tensor-product
 Gauss-Hermite quadrature, exact for polynomials of degree < 2 * num_points per coordinate)
-or "monte_carlo" (``num_samples`` fresh draws each step; stochastic FB-GVI, [DBCS23]
-Algorithm 2, is the one-draw case). Hessians are either exact (``jax.hessian``) or, with
+or "monte_carlo" (``num_samples`` fresh draws each step; stochastic FB-GVI,
+[Diao2023, Algorithm 2], is the one-draw case). Hessians are either exact (``jax.hessian``) or, with
 ``hessian="stein"``, estimated from gradients only by Stein's lemma
 E[hess V(X)] = E[Sigma^{-1} (X - m) grad V(X)^T] = C^{-T} E[u grad V(m + C u)^T] for
 Sigma = C C^T, u ~ N(0, I) (symmetrised).
@@ -28,31 +27,40 @@ U diag((sqrt(s) + sqrt(s + 4h)) / 2) U^T, so every covariance an FB-GVI step ret
 all eigenvalues >= h, even if Sigma' is singular (it is when h equals 1/lambda for an
 eigenvalue lambda of the Hessian; tiny negative rounding in s is clipped to 0).
 
-Baselines: :func:`bwgd`, Bures-Wasserstein gradient descent of Lambert, Chewi, Bach,
-Bonnabel, Rigollet (NeurIPS 2022), the explicit step on the whole KL,
-M = I - h (E[hess V] - Sigma^{-1}) ([DBCS23] eq. (3)); and :func:`reparam_vi`, the
+Baselines: :func:`bwgd`, Bures-Wasserstein gradient descent [Lambert2022], the explicit step on the whole KL,
+M = I - h (E[hess V] - Sigma^{-1}) [Diao2023, eq. (3)]; and :func:`reparam_vi`, the
 reparameterisation-gradient ELBO maximisation over (m, Cholesky factor) with an optax
-optimiser (Titsias & Lazaro-Gredilla 2014; Kucukelbir et al. 2017).
+optimiser [Titsias2014; Kucukelbir2017].
+
+Each is a :class:`samplers.Algorithm` whose state's ``position`` is the current
+:class:`Gaussian` (mean and covariance factor), so :func:`samplers.run` drives it like any
+sampler: ``trace.positions`` holds the Gaussian after each kept step, ``trace.stats`` the
+per-step info (:class:`VIInfo`), with run's thinning, progress bar, minibatches
+(``batches=``), non-finite guard, checkpoints and ``trace.to_arviz()`` (variables ``mean``
+and ``scale``). :func:`fit` is the one-chain shorthand returning the final Gaussian;
+:meth:`Gaussian.kl_to`, :meth:`Gaussian.w2_squared_to` and :func:`elbo` apply to a trace's
+positions.
 """
 from __future__ import annotations
 
 import functools
+import inspect
 import math
-import warnings
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from samplers.base import as_float, check_positive, check_scalar_logdensity
-from samplers.data import Minibatches
-from samplers.run import NonFiniteError
+from samplers.base import (Algorithm, Bound, StepSize, as_float, check_positive,
+                           check_scalar_logdensity, with_params)
+from samplers.run import run
+from samplers.trace import Trace
 
 from .gaussian import Gaussian, check_gaussian
 
 __all__ = [
-    "VIAlgorithm", "VIState", "VIInfo", "VITrace", "fbgvi", "sfbgvi", "bwgd", "reparam_vi",
+    "VIState", "VIInfo", "ReparamInfo", "fbgvi", "sfbgvi", "bwgd", "reparam_vi", "fit", "elbo",
     "jko_entropy_step", "expected_grad_hess", "minibatch_logdensity", "ravel_logdensity",
     "default_step_size",
 ]
@@ -74,228 +82,73 @@ POWER_ITERATIONS = 50
 # --------------------------------------------------------------------------- types
 
 class VIState(NamedTuple):
-    """State of a Gaussian VI algorithm.
+    """State of a Gaussian VI algorithm (a :class:`samplers.Algorithm`'s state).
 
     Attributes:
-      q: the current :class:`Gaussian`.
-      params: the unconstrained parameters (reparameterised VI: (mean, raw Cholesky)); None
-        for FB-GVI and BW-GD, whose parameters are ``q`` itself.
-      opt_state: the optax state (reparameterised VI) or None.
+      position: the current :class:`Gaussian` (mean (d,), scale (d, d)): what
+        ``samplers.run`` records per draw, ``trace.positions``.
       step_size: with an adaptive rule (``step_size=None``, "backtracking" or "curvature"),
         h_0, the step chosen at ``init`` from the target's curvature at ``q0``
         (:func:`default_step_size`), which is also the rule's ceiling unless
         ``max_step_size`` was given; None when the algorithm has a fixed step size.
       last_step_size: "backtracking" only: the last accepted h_k (the next step tries
         twice it first); None otherwise.
+      unconstrained: reparameterised VI only: (mean, raw Cholesky factor), the parameters
+        the optimiser updates; None otherwise.
+      opt_state: reparameterised VI only: the optax state; None otherwise.
     """
 
-    q: Gaussian
-    params: Any = None
-    opt_state: Any = None
+    position: Gaussian
     step_size: Any = None
     last_step_size: Any = None
+    unconstrained: Any = None
+    opt_state: Any = None
 
 
 class VIInfo(NamedTuple):
-    """Per-step statistics.
+    """Per-step statistics of FB-GVI and BW-GD (``trace.stats`` of ``samplers.run``).
 
     Attributes:
       min_eigenvalue: smallest eigenvalue of the new covariance (FB-GVI: >= step size).
-      grad_norm: |E_q[grad V]| as estimated this step (reparameterised VI: the loss gradient norm).
-      step_size: the step size this step used (FB-GVI and BW-GD; with
-        ``step_size="curvature"`` it is h_k = c / max(L_0, ||E_q[hess V]||_2), see
-        :func:`default_step_size`; with ``"backtracking"`` the accepted h_k, or the last one
-        tried when every trial failed and q stayed put); None for reparameterised VI.
-      num_backtracks: ``step_size="backtracking"`` only: how many times this step halved h
-        before the descent test passed (``MAX_BACKTRACKS``: none passed, q unchanged); None
-        otherwise.
+      grad_norm: |E_q[grad V]| as estimated this step.
+      step_size: the step size this step used (with ``step_size="curvature"`` it is
+        h_k = c / max(L_0, ||E_q[hess V]||_2), see :func:`default_step_size`; with
+        ``"backtracking"`` the accepted h_k, or the last one tried when every trial failed
+        and q stayed put).
+      num_backtracks: how many times this step halved h before the descent test passed
+        (``MAX_BACKTRACKS``: none passed, q unchanged); 0 for the other rules.
     """
 
     min_eigenvalue: jax.Array
     grad_norm: jax.Array
-    step_size: Any = None
-    num_backtracks: Any = None
+    step_size: jax.Array
+    num_backtracks: jax.Array
 
 
-class VITrace(NamedTuple):
-    """What :meth:`VIAlgorithm.run` records, one row per recorded step.
-
-    Attributes:
-      mean: (T, d) means; cov: (T, d, d) covariances, after steps ``record_every * (t+1)``.
-      elbo: (T,) ELBO estimates E_q[log p] + H(q) (exact entropy, E_q[log p] by a fixed set
-        of draws, common to all steps, so the curve is smooth); NaN when not computed.
-      info: :class:`VIInfo` with a leading (T,) axis.
-      nonfinite_step: first recorded step (1-based step count) whose state is not finite; -1.
-      step_size: the step size the run used (the one chosen at ``init`` when the algorithm
-        was built with ``step_size=None``).
-    """
-
-    mean: jax.Array
-    cov: jax.Array
-    elbo: jax.Array
-    info: Any
-    nonfinite_step: int
-    step_size: Optional[float] = None
-
-    def kl_to(self, mean, cov) -> np.ndarray:
-        """(T,) exact KL(q_t || N(mean, cov)) for a Gaussian reference (float64 numpy)."""
-        ms, cs = np.asarray(self.mean, np.float64), np.asarray(self.cov, np.float64)
-        return np.array([_kl_np(m, c, mean, cov) for m, c in zip(ms, cs)])
-
-    def w2_squared_to(self, mean, cov) -> np.ndarray:
-        """(T,) exact W2^2(q_t, N(mean, cov)) for a Gaussian reference (float64 numpy)."""
-        ms, cs = np.asarray(self.mean, np.float64), np.asarray(self.cov, np.float64)
-        return np.array([_w2sq_np(m, c, mean, cov) for m, c in zip(ms, cs)])
-
-
-def _kl_np(m0, S0, m1, S1) -> float:
-    m0, S0, m1, S1 = (np.asarray(a, np.float64) for a in (m0, S0, m1, S1))
-    if not (np.all(np.isfinite(m0)) and np.all(np.isfinite(S0))):
-        return float("nan")
-    sign, logdet0 = np.linalg.slogdet(S0)
-    if sign <= 0:
-        return float("inf")
-    logdet1 = np.linalg.slogdet(S1)[1]
-    diff = m1 - m0
-    return 0.5 * (logdet1 - logdet0 - m0.size + np.trace(np.linalg.solve(S1, S0))
-                  + diff @ np.linalg.solve(S1, diff))
-
-
-def _w2sq_np(m0, S0, m1, S1) -> float:
-    m0, S0, m1, S1 = (np.asarray(a, np.float64) for a in (m0, S0, m1, S1))
-    if not (np.all(np.isfinite(m0)) and np.all(np.isfinite(S0))):
-        return float("nan")
-    s, u = np.linalg.eigh(S1)
-    root = (u * np.sqrt(np.clip(s, 0, None))) @ u.T
-    inner = root @ S0 @ root
-    cross = np.sum(np.sqrt(np.clip(np.linalg.eigvalsh(0.5 * (inner + inner.T)), 0, None)))
-    return float(np.sum((m0 - m1) ** 2) + np.trace(S0) + np.trace(S1) - 2.0 * cross)
-
-
-class VIAlgorithm(NamedTuple):
-    """A Gaussian VI algorithm: pure ``init``/``step`` functions and a driver ``run``.
+class ReparamInfo(NamedTuple):
+    """Per-step statistics of :func:`reparam_vi`.
 
     Attributes:
-      init: ``init(q0, key=None) -> VIState`` (validates ``q0`` when concrete).
-      step: ``step(key, state, batch=None) -> (VIState, VIInfo)``.
-      kernel: ``kernel(key, state, batch, step_size)``: ``step`` with a traceable step size
-        (None for :func:`reparam_vi`, whose optimiser owns its learning rate).
-      step_size: the step size ``step`` uses; None when an adaptive rule chooses it (its
-        start, from the target's curvature at ``q0``, is then ``state.step_size``).
-      name: "fbgvi", "sfbgvi", "bwgd" or "reparam_vi".
-      logdensity_fn: the target's log-density (used for the ELBO in ``run``).
-      dim: the dimension the target expects, or None when not known.
-      step_rule: "fixed", "backtracking" or "curvature" (see :func:`fbgvi`).
-      max_step_size: the "backtracking" rule's ceiling h_max (None: h_0 from ``init``,
-        ``state.step_size``); ``kernel``'s traceable step size is the ceiling.
+      min_eigenvalue: smallest eigenvalue of the new covariance.
+      grad_norm: the norm of the loss gradient (mean and raw Cholesky factor together).
     """
 
-    init: Callable
-    step: Callable
-    kernel: Optional[Callable]
-    step_size: Optional[float]
-    name: str
+    min_eigenvalue: jax.Array
+    grad_norm: jax.Array
+
+
+class _Config(NamedTuple):
+    """What an FB-GVI / BW-GD transition compiles in (hashable: the static part of
+    ``samplers.run``'s program; the step size of the "fixed" rule is traced)."""
+
     logdensity_fn: Callable
-    dim: Optional[int] = None
-    step_rule: str = "fixed"
-    max_step_size: Optional[float] = None
-
-    def run(self, key, q0: Gaussian, num_steps: int, *, batches: Optional[Minibatches] = None,
-            record_every: int = 1, num_elbo_samples: int = 64,
-            on_nonfinite: str = "raise") -> tuple[Gaussian, VITrace]:
-        """Run ``num_steps`` steps from ``q0`` in one jitted ``lax.scan``.
-
-        Args:
-          key: JAX key; step t uses ``fold_in(key, t)`` (split again for its minibatch).
-          q0: initial :class:`Gaussian` (validated: shape, finite, SPD).
-          num_steps: positive int, a multiple of ``record_every``.
-          batches: ``samplers.data.minibatches(data, n)``: a fresh minibatch per step, passed to
-            ``logdensity_fn(x, batch)`` (see :func:`minibatch_logdensity`).
-          record_every: keep (m, Sigma, ELBO, info) every this many steps.
-          num_elbo_samples: draws for the ELBO estimate (0: no ELBO, NaN recorded).
-          on_nonfinite: what to do when the Gaussian turns non-finite (a step size above
-            the stability limit, BW-GD at large steps), the library's one policy:
-            "raise" (default: :class:`samplers.NonFiniteError`, a FloatingPointError, naming
-            the step and carrying the :class:`VITrace`) or "flag" (return; the step is in
-            ``trace.nonfinite_step``, a RuntimeWarning says so, and the non-finite Gaussian
-            refuses ``to_arviz``). "warn" is "flag"; "ignore" is "flag" without the warning.
-
-        Returns:
-          ``(q, trace)``: the final :class:`Gaussian` and a :class:`VITrace`.
-        """
-        num_steps = _positive_int("num_steps", num_steps)
-        record_every = _positive_int("record_every", record_every)
-        if num_steps % record_every:
-            raise ValueError(f"num_steps ({num_steps}) must be a multiple of record_every "
-                             f"({record_every})")
-        if isinstance(num_elbo_samples, bool) or int(num_elbo_samples) != num_elbo_samples \
-                or num_elbo_samples < 0:
-            raise ValueError(f"num_elbo_samples must be an integer >= 0, got {num_elbo_samples!r}")
-        if on_nonfinite not in ("raise", "flag", "warn", "ignore"):
-            raise ValueError(f"on_nonfinite must be 'raise' or 'flag' (or 'warn', 'ignore'), "
-                             f"got {on_nonfinite!r}")
-        if batches is not None and not isinstance(batches, Minibatches):
-            raise TypeError("batches must come from samplers.data.minibatches(data, batch_size), "
-                            f"got {type(batches).__name__}")
-        state = self.init(q0)
-        q0 = state.q  # validated, integer entries converted to the default float dtype
-        k_run, k_elbo = jax.random.split(key)
-        u_elbo = jax.random.normal(k_elbo, (int(num_elbo_samples), q0.dim), q0.mean.dtype)
-        kernel = self.kernel if self.kernel is not None else _ignore_step_size(self.step)
-        step_size = self.step_size if self.step_size is not None else state.step_size
-        h = jnp.asarray(step_size if step_size is not None else 0.0, q0.mean.dtype)
-        if self.step_rule == "backtracking" and self.max_step_size is not None:
-            h = jnp.asarray(self.max_step_size, q0.mean.dtype)  # the ceiling, not h_0
-        state, (mean, cov, elbo, info) = _scan(
-            kernel, self.logdensity_fn, num_steps // record_every, record_every,
-            state, k_run, h, u_elbo, batches)
-        finite = np.asarray(jnp.all(jnp.isfinite(mean), axis=1)
-                            & jnp.all(jnp.isfinite(cov), axis=(1, 2)))
-        bad = -1 if finite.all() else int((np.argmin(finite) + 1) * record_every)
-        reported = None if step_size is None else float(step_size)
-        trace = VITrace(mean, cov, elbo, info, bad, reported)
-        if bad >= 0 and on_nonfinite != "ignore":
-            by = f"at step {bad}" if record_every == 1 else f"by step {bad}"
-            message = (f"{self.name}: the Gaussian turned non-finite (NaN or inf) {by} "
-                       f"(step size {reported}); lower the step size, or build the "
-                       "algorithm with step_size='backtracking' to choose it by a "
-                       "descent test every step")
-            if on_nonfinite == "raise":
-                raise NonFiniteError(message, trace)
-            warnings.warn(message, RuntimeWarning, stacklevel=2)
-        return state.q, trace
-
-
-@functools.lru_cache(maxsize=256)
-def _ignore_step_size(step):
-    return lambda key, state, batch, step_size: step(key, state, batch)
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _scan(kernel, logdensity_fn, num_records, record_every, state, key, h, u_elbo, batches):
-    def elbo(q, batch):
-        if u_elbo.shape[0] == 0:
-            return jnp.full((), jnp.nan, q.mean.dtype)
-        x = q.mean + u_elbo @ q.scale.T
-        logp = jax.vmap(lambda xi: _call(logdensity_fn, xi, batch))(x)
-        return jnp.mean(logp) + q.entropy()
-
-    def one(state, t):
-        k = jax.random.fold_in(key, t)
-        batch = None
-        if batches is not None:
-            k, k_batch = jax.random.split(k)
-            batch = batches.sample(k_batch)
-        state, info = kernel(k, state, batch, h)
-        return state, (info, batch)
-
-    def record(state, r):
-        state, (info, batches_r) = jax.lax.scan(one, state, r * record_every + jnp.arange(record_every))
-        last = jax.tree.map(lambda a: a[-1], (info, batches_r))
-        q = state.q
-        return state, (q.mean, q.cov, elbo(q, last[1]), last[0])
-
-    return jax.lax.scan(record, state, jnp.arange(num_records))
+    method: str        # "fb" or "bwgd"
+    expectation: Any   # a name in EXPECTATIONS, or a callable
+    num_samples: int   # Monte Carlo draws (0 unless expectation="monte_carlo")
+    num_points: int    # Gauss-Hermite points (0 unless expectation="gauss_hermite")
+    hessian: str
+    rule: str          # "fixed", "backtracking" or "curvature"
+    antithetic: bool
 
 
 def _call(logdensity_fn, x, batch):
@@ -322,48 +175,51 @@ def _check_logdensity(logdensity_fn, dim):
         _positive_int("dim", dim)
 
 
-def _takes_batch(err: ValueError) -> bool:
-    """Whether a failed shape check says that the log-density wants a minibatch too."""
-    cause = str(err.__cause__ or "")
-    return isinstance(err.__cause__, TypeError) and (
-        "batch" in cause or "positional argument" in cause)
+def _takes_batch(logdensity_fn) -> bool:
+    """Whether ``logdensity_fn`` is a minibatch log-density ``(x, batch) -> scalar``: its
+    signature has a second positional parameter without a default. A callable without a
+    signature (a builtin) is taken as ``x -> scalar``."""
+    try:
+        parameters = inspect.signature(logdensity_fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    positional = [p for p in parameters if p.default is p.empty and p.kind in
+                  (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 2
 
 
-def _make_init(logdensity_fn, dim, name, params_fn=None, choose_step=False):
-    """``init(q0, key=None)``: validate ``q0`` against the target and build the state.
+def _start(logdensity_fn, dim, q0) -> Gaussian:
+    """``q0`` validated against the target (:func:`~vi.gaussian.check_gaussian`; the
+    log-density evaluated on shapes only, unless it needs a minibatch, which only ``step``
+    has), integer or boolean entries converted to the default float dtype (the library's
+    rule, :func:`samplers.base.as_float`). Works under ``jit``/``vmap`` (shape checks)."""
+    if isinstance(q0, Gaussian):
+        q0 = as_float(q0)
+    check_gaussian("q0", q0, dim)
+    if not _takes_batch(logdensity_fn):
+        expected = None if dim is None else f"({dim},)"
+        check_scalar_logdensity("logdensity_fn", logdensity_fn, q0.mean, position_name="q0",
+                                given=f"has dimension {q0.dim}", expected_shape=expected)
+    return q0
 
-    Integer or boolean entries of ``q0`` are converted to the default float dtype (the
-    library's rule for integer input, :func:`samplers.base.as_float`). With
-    ``choose_step``, the state carries the step size :func:`default_step_size` picks at q0.
-    """
 
-    def init(q0, key=None):
-        del key
-        if isinstance(q0, Gaussian):
-            q0 = as_float(q0)
-        check_gaussian("q0", q0, dim)
-        batched = False
-        if not isinstance(q0.mean, jax.core.Tracer):
-            expected = None if dim is None else f"({dim},)"
-            try:
-                check_scalar_logdensity("logdensity_fn", logdensity_fn, q0.mean,
-                                        position_name="q0", given=f"has dimension {q0.dim}",
-                                        expected_shape=expected)
-            except ValueError as err:  # minibatch log-densities need a batch: checked in step
-                if not _takes_batch(err):
-                    raise
-                batched = True
-        if params_fn is not None:
-            return params_fn(q0)
-        if not choose_step:
-            return VIState(q0)
-        if batched:
-            raise ValueError(f"{name} with step_size=None chooses the step from the Hessian "
-                             "of logdensity_fn(x) at q0.mean, but this logdensity_fn needs a "
-                             "minibatch; pass step_size explicitly")
-        return VIState(q0, step_size=default_step_size(logdensity_fn, q0))
-
-    return init
+def _init(config: _Config, dim, max_step_size, q0, key=None) -> VIState:
+    """``init(q0, key=None)`` of FB-GVI and BW-GD: the validated start and, with an adaptive
+    rule, h_0 = :func:`default_step_size` at q0 (and, for "backtracking", the running h)."""
+    del key
+    q0 = _start(config.logdensity_fn, dim, q0)
+    if config.expectation == "gauss_hermite" and config.num_points ** q0.dim > MAX_QUADRATURE_NODES:
+        raise ValueError(f"expectation='gauss_hermite' with num_points={config.num_points} in "
+                         f"d={q0.dim} needs more than {MAX_QUADRATURE_NODES} nodes; use "
+                         "'monte_carlo' or fewer points")
+    if config.rule == "fixed":
+        return VIState(q0)
+    dtype = q0.mean.dtype
+    h0 = jnp.asarray(default_step_size(config.logdensity_fn, q0), dtype)
+    if config.rule == "curvature":
+        return VIState(q0, step_size=h0)
+    last = h0 if max_step_size is None else jnp.minimum(h0, jnp.asarray(max_step_size, dtype))
+    return VIState(q0, step_size=h0, last_step_size=last)
 
 
 # ------------------------------------------------------------------ default step size
@@ -396,7 +252,7 @@ def default_step_size(logdensity_fn: Callable, q0: Gaussian, factor: float = DEF
 
     L_0 = ||hess log pi(m_0)||_2 is the target's curvature at the initial mean (the largest
     absolute eigenvalue of the Hessian: ``jax.hessian`` and ``eigvalsh`` for d <= 1024, else
-    50 Hessian-vector power iterations). [DBCS23] Theorems 3.2-3.4 need h <= 1/beta for a
+    50 Hessian-vector power iterations). [Diao2023, Theorems 3.2-3.4] need h <= 1/beta for a
     beta-smooth V (-beta I <= hess V <= beta I); L_0 is the local value of beta at m_0, so
     h_0 = 1/L_0 (factor 1) is the theorem's condition at the start. Curvature elsewhere can be
     much larger (draws of q_0 in a hierarchical model's funnel see tens of times L_0), so an
@@ -451,7 +307,7 @@ def _standard_nodes(key, d, dtype, expectation, num_samples, num_points, antithe
     ``antithetic`` (Monte Carlo, even n): n/2 draws and their negatives. Each node is still
     N(0, I), so the estimates stay unbiased; the pair average cancels every odd-order term
     of f's Taylor expansion about m, in particular the term linear in u that dominates the
-    noise of E_q[grad V] on a nearly Gaussian target (Hammersley & Morton 1956)."""
+    noise of E_q[grad V] on a nearly Gaussian target [Hammersley1956]."""
     if expectation == "monte_carlo":
         if antithetic:
             half = jax.random.normal(key, (num_samples // 2, d), dtype)
@@ -470,7 +326,7 @@ def expected_grad_hess(potential_fn: Callable, q: Gaussian, u, weights, hessian:
 
     X_i = m + C u_i with C = ``q.scale``. ``hessian="exact"``: sum_i w_i hess V(X_i)
     (``jax.hessian``, d^2 memory per node). ``hessian="stein"`` (gradients only, Stein's
-    lemma, [DBCS23] Sec. 5 / Appendix): C^{-T} sum_i w_i u_i grad V(X_i)^T, symmetrised;
+    lemma; [Diao2023, Sec. 5 and Appendix]): C^{-T} sum_i w_i u_i grad V(X_i)^T, symmetrised;
     unbiased for E[hess V] when the u_i are N(0, I) draws, because
     E[Sigma^{-1}(X - m) grad V(X)^T] = E[hess V(X)] and Sigma^{-1}(X - m) = C^{-T} u.
 
@@ -493,7 +349,7 @@ def jko_entropy_step(cov, step_size):
     """The backward step of FB-GVI: the JKO (proximal) step of the negative entropy.
 
     argmin over Gaussians q of  h * (-H(q)) + W2^2(N(m, cov), q) / 2  keeps the mean and has
-    covariance 1/2 (cov + 2hI + (cov (cov + 4hI))^{1/2}) ([DBCS23] eq. (5), Appendix A).
+    covariance 1/2 (cov + 2hI + (cov (cov + 4hI))^{1/2}) [Diao2023, eq. (5), Appendix A].
     Computed on the spectrum of ``cov`` (symmetric PSD, shape (d, d); tiny negative
     rounding is clipped): eigenvalue s -> ((sqrt(s) + sqrt(s + 4h)) / 2)^2 >= h.
 
@@ -507,7 +363,7 @@ def jko_entropy_step(cov, step_size):
 
 
 def _fb_update(q, g, H, h):
-    """One FB-GVI step ([DBCS23] eqs. (4)-(5)) from the estimates g ~ E_q[grad V],
+    """One FB-GVI step [Diao2023, eqs. (4)-(5)] from the estimates g ~ E_q[grad V],
     H ~ E_q[hess V]: returns (mean, symmetric scale, min eigenvalue of the covariance)."""
     eye = jnp.eye(q.dim, dtype=q.mean.dtype)
     forward = (eye - h * H) @ q.scale  # Sigma' = forward @ forward.T = M Sigma M
@@ -515,48 +371,53 @@ def _fb_update(q, g, H, h):
     return q.mean - h * g, scale, min_eig
 
 
-@functools.lru_cache(maxsize=256)
-def _gaussian_kernel(logdensity_fn, method, expectation, num_samples, num_points, hessian,
-                     rule="fixed", antithetic=False):
-    """The FB-GVI / BW-GD transition with a traceable step size (cached, so that algorithms
-    built for different step sizes share one compiled kernel).
+def _transition(config: _Config, key, state: VIState, batch, step_size):
+    """One FB-GVI / BW-GD step of size ``step_size`` (traced).
 
-    ``rule="fixed"``: the step size passed is h. ``"curvature"``: it is an upper bound h_0
-    and the step uses h = min(h_0, c / ||H||_2) with H the E_q[hess V] estimate of this very
-    step. ``"backtracking"``: it is an upper bound h_max; see :func:`_backtracking_step`."""
+    ``rule="fixed"``: ``step_size`` is h. ``"curvature"``: it is an upper bound h_0 and the
+    step uses h = min(h_0, c / ||H||_2) with H the E_q[hess V] estimate of this very step.
+    ``"backtracking"``: it is an upper bound h_max; see :func:`_backtracking_step`."""
+    q = state.position
+    d = q.dim
+    dtype = q.mean.dtype
+    h = jnp.asarray(step_size, dtype)
+    potential_fn = lambda x: -_call(config.logdensity_fn, x, batch)  # noqa: E731
+    if config.rule == "backtracking":
+        u, w = _standard_nodes(key, d, dtype, config.expectation, config.num_samples,
+                               config.num_points, config.antithetic)
+        return _backtracking_step(potential_fn, state, u, w, config.hessian, h)
+    if callable(config.expectation):
+        g, H = config.expectation(key, q) if batch is None else config.expectation(key, q, batch)
+    else:
+        u, w = _standard_nodes(key, d, dtype, config.expectation, config.num_samples,
+                               config.num_points, config.antithetic)
+        g, H = expected_grad_hess(potential_fn, q, u, w, config.hessian)
+    if config.rule == "curvature":  # h * ||H||_2 <= c <= 1: the forward step's stability condition
+        norm = jnp.max(jnp.abs(jnp.linalg.eigvalsh(H)))
+        h = jnp.where(h * norm > DEFAULT_STEP_FACTOR, DEFAULT_STEP_FACTOR / norm, h)
+    if config.method == "bwgd":  # [Diao2023, eq. (3)]: explicit step on E[V] - H together
+        eye = jnp.eye(d, dtype=dtype)
+        scale_inv = jnp.linalg.inv(q.scale)
+        M = eye - h * (H - scale_inv.T @ scale_inv)
+        scale = M @ q.scale
+        min_eig = jnp.min(jnp.linalg.eigvalsh(scale @ scale.T))
+        mean = q.mean - h * g
+    else:  # forward step on E[V], then the closed-form JKO step of -H
+        mean, scale, min_eig = _fb_update(q, g, H, h)
+    new = state._replace(position=Gaussian(mean, scale))
+    return new, VIInfo(min_eig, jnp.linalg.norm(g), h, jnp.zeros((), jnp.int32))
 
-    def kernel(key, state, batch, step_size):
-        q = state.q
-        d = q.dim
-        h = jnp.asarray(step_size, q.mean.dtype)
-        if rule == "backtracking":
-            potential_fn = lambda x: -_call(logdensity_fn, x, batch)  # noqa: E731
-            u, w = _standard_nodes(key, d, q.mean.dtype, expectation, num_samples, num_points,
-                                   antithetic)
-            return _backtracking_step(potential_fn, state, u, w, hessian, h)
-        if callable(expectation):
-            g, H = expectation(key, q) if batch is None else expectation(key, q, batch)
-        else:
-            potential_fn = lambda x: -_call(logdensity_fn, x, batch)  # noqa: E731
-            u, w = _standard_nodes(key, d, q.mean.dtype, expectation, num_samples, num_points,
-                                   antithetic)
-            g, H = expected_grad_hess(potential_fn, q, u, w, hessian)
-        if rule == "curvature":  # h * ||H||_2 <= c <= 1: the forward step's stability condition
-            norm = jnp.max(jnp.abs(jnp.linalg.eigvalsh(H)))
-            h = jnp.where(h * norm > DEFAULT_STEP_FACTOR, DEFAULT_STEP_FACTOR / norm, h)
-        if method == "bwgd":  # [DBCS23] eq. (3): explicit step on E[V] - H together
-            eye = jnp.eye(d, dtype=q.mean.dtype)
-            scale_inv = jnp.linalg.inv(q.scale)
-            M = eye - h * (H - scale_inv.T @ scale_inv)
-            scale = M @ q.scale
-            min_eig = jnp.min(jnp.linalg.eigvalsh(scale @ scale.T))
-            mean = q.mean - h * g
-        else:  # forward step on E[V], then the closed-form JKO step of -H
-            mean, scale, min_eig = _fb_update(q, g, H, h)
-        new = state._replace(q=Gaussian(mean, scale))
-        return new, VIInfo(min_eig, jnp.linalg.norm(g), h)
 
-    return kernel
+def _fixed_kernel(config: _Config, key, state, batch, params: StepSize):
+    """``kernel(key, state, batch, params)`` of the "fixed" rule: h = ``params.step_size``."""
+    return _transition(config, key, state, batch, params.step_size)
+
+
+def _adaptive_step(config: _Config, max_step_size, key, state, batch=None):
+    """``step(key, state, batch=None)`` of the adaptive rules: h_k chosen below the ceiling
+    ``max_step_size``, or below h_0 (``state.step_size``) when that is None."""
+    ceiling = state.step_size if max_step_size is None else max_step_size
+    return _transition(config, key, state, batch, ceiling)
 
 
 def _backtracking_step(potential_fn, state, u, w, hessian, h_max):
@@ -567,21 +428,21 @@ def _backtracking_step(potential_fn, state, u, w, hessian, h_max):
 
         h = min(2 h_{k-1}, 1 / ||H||_2, h_max)
 
-    and is halved until the candidate q+ = N(m+, C+ C+^T) of [DBCS23] eqs. (4)-(5) is finite
+    and is halved until the candidate q+ = N(m+, C+ C+^T) of [Diao2023, eqs. (4)-(5)] is finite
     and, with X_i+ = m+ + C+ u_i (common random numbers: the same u_i),
 
         sum_i w_i [V(X_i+) - V(X_i) - <grad V(X_i), X_i+ - X_i> - |X_i+ - X_i|^2 / (2h)] <= 0
 
     (up to floating-point round-off of the V values). This is the descent lemma of a
     (1/h)-smooth V, checked along the coupling (X_i, X_i+) of q and q+: it holds for every
-    h <= 1/beta when V is beta-smooth, which is where [DBCS23] Theorem 3.2 uses h <= 1/beta,
-    so the test never cuts h below 1/(2 beta) (Beck & Teboulle 2009's backtracking rule for
+    h <= 1/beta when V is beta-smooth, which is where [Diao2023, Theorem 3.2] uses h <= 1/beta,
+    so the test never cuts h below 1/(2 beta) ([Beck2009]'s backtracking rule for
     proximal gradient, moved to the Bures-Wasserstein space). The cap 1/||H||_2 keeps the
     best Gaussian a fixed point: with Sigma^{-1} = E_q[hess V] and h ||E_q[hess V]|| <= 1 the
     step maps q* to itself (its eigenvalue map has fixed point 1/lambda iff h lambda <= 1;
     docs/vi.md). If ``MAX_BACKTRACKS`` halvings all fail, q stays where it is.
     """
-    q = state.q
+    q = state.position
     dtype = q.mean.dtype
     x = q.mean + u @ q.scale.T
     vals, grads = jax.vmap(jax.value_and_grad(potential_fn))(x)
@@ -621,8 +482,8 @@ def _backtracking_step(potential_fn, state, u, w, hessian, h_max):
     mean = jnp.where(ok, mean, q.mean)
     scale = jnp.where(ok, scale, q.scale)
     min_eig = jnp.where(ok, min_eig, jnp.min(jnp.linalg.eigvalsh(q.cov)))
-    new = state._replace(q=Gaussian(mean, scale), last_step_size=h.astype(dtype))
-    return new, VIInfo(min_eig, jnp.linalg.norm(g), h, i)
+    new = state._replace(position=Gaussian(mean, scale), last_step_size=h.astype(dtype))
+    return new, VIInfo(min_eig, jnp.linalg.norm(g), h, jnp.asarray(i, jnp.int32))
 
 
 def _step_rule(step_size, method, expectation):
@@ -678,56 +539,47 @@ def _build(logdensity_fn, step_size, method, name, expectation, num_samples, num
         raise ValueError(f"expectation='gauss_hermite' with num_points={num_points} in dim={dim} "
                          f"needs {num_points}**{dim} nodes (> {MAX_QUADRATURE_NODES}); use "
                          "'monte_carlo' or fewer points")
-    kernel = _gaussian_kernel(logdensity_fn, method, expectation,
-                              num_samples if expectation == "monte_carlo" else 0,
-                              num_points if expectation == "gauss_hermite" else 0, hessian,
-                              rule, antithetic)
+    if rule != "fixed" and _takes_batch(logdensity_fn):
+        raise ValueError(f"{name} with step_size={step_size!r} chooses the step from the "
+                         "Hessian of logdensity_fn(x) at q0.mean, but this logdensity_fn needs "
+                         "a minibatch (it takes (x, batch)); pass step_size explicitly")
+    config = _Config(logdensity_fn, method, expectation,
+                     num_samples if expectation == "monte_carlo" else 0,
+                     num_points if expectation == "gauss_hermite" else 0, hessian, rule,
+                     antithetic)
     h_max = None if max_step_size is None else float(max_step_size)
-
-    def step(key, state, batch=None):
-        if h_max is not None:  # "backtracking" with its own ceiling
-            return kernel(key, state, batch, h_max)
-        return kernel(key, state, batch, state.step_size if h is None else h)
-
-    base_init = _make_init(logdensity_fn, dim, name, choose_step=rule != "fixed")
-
-    def init(q0, key=None):
-        if expectation == "gauss_hermite" and num_points ** q0.dim > MAX_QUADRATURE_NODES:
-            raise ValueError(f"expectation='gauss_hermite' with num_points={num_points} in "
-                             f"d={q0.dim} needs more than {MAX_QUADRATURE_NODES} nodes; use "
-                             "'monte_carlo' or fewer points")
-        state = base_init(q0, key)
-        if rule == "backtracking":  # a traced scalar: the running h lives in the state
-            start = jnp.asarray(state.step_size, state.q.mean.dtype)
-            if h_max is not None:
-                start = jnp.minimum(start, h_max)
-            state = state._replace(last_step_size=start)
-        return state
-
-    return VIAlgorithm(init, step, kernel, h, name, logdensity_fn, dim, rule, h_max)
+    init = Bound(_init, (config, dim, h_max))
+    if rule == "fixed":  # the step size is a traced parameter: a new one compiles nothing
+        params = StepSize(jnp.asarray(h, jnp.result_type(float)))
+        kernel = Bound(_fixed_kernel, (config,))
+        return Algorithm(init, with_params(kernel, params), kernel, params, name)
+    return Algorithm(init, Bound(_adaptive_step, (config, h_max)), name=name)
 
 
 def fbgvi(logdensity_fn: Callable, step_size=None, *,
           expectation: str = "monte_carlo",
           num_samples: int = 32, num_points: int = 3, hessian: str = "exact",
           antithetic: Optional[bool] = None, max_step_size: Optional[float] = None,
-          dim: Optional[int] = None) -> VIAlgorithm:
-    """Forward-backward Gaussian VI ([DBCS23] Algorithm 1; update eqs. (4)-(5)).
+          dim: Optional[int] = None) -> Algorithm:
+    """Forward-backward Gaussian VI [Diao2023, Algorithm 1; update eqs. (4)-(5)].
 
     On an alpha-strongly log-concave, beta-log-smooth target with h <= 1/beta,
-    W2^2(q_k, q*) <= (1 - alpha h)^k W2^2(q_0, q*) ([DBCS23] Theorem 3.2; q* the best
+    W2^2(q_k, q*) <= (1 - alpha h)^k W2^2(q_0, q*) [Diao2023, Theorem 3.2] (q* the best
     Gaussian, = pi for a Gaussian pi). For h > 1/beta the iterates stay SPD but can converge
     to a biased covariance (on a Gaussian: h/(2 - h lambda) instead of 1/lambda for
     eigenvalues lambda of the precision with 1 < h lambda < 2), and on a non-log-concave
-    target a fixed large h can send the iterates to NaN (``run`` raises).
+    target a fixed large h can send the iterates to NaN (``samplers.run`` raises a
+    ``NonFiniteError`` naming the step, or flags it with ``on_nonfinite="flag"``).
 
     Args:
       logdensity_fn: ``x (d,) -> scalar`` log pi(x) up to a constant (V = -logdensity_fn);
-        or ``(x, batch) -> scalar`` when run with minibatches.
+        or ``(x, batch) -> scalar`` when run with minibatches (``samplers.run(...,
+        batches=...)``; recognised by its signature: a second positional parameter).
       step_size: h > 0 (a fixed step), or the name of an adaptive rule; both rules start
         from h_0 = 1 / L_0, L_0 = ||hess log pi(m_0)||_2 at the initial mean
-        (:func:`default_step_size`; ``state.step_size`` after ``init``, ``trace.step_size``),
-        and record each step's h_k in ``trace.info.step_size``:
+        (:func:`default_step_size`; ``state.step_size`` after ``init``,
+        ``trace.final_state.step_size`` after a run), and record each step's h_k in
+        ``trace.stats["step_size"]``:
 
         * ``"backtracking"`` (the default, ``None``): h_k is the largest of
           min(2 h_{k-1}, 1/||H_k||_2, h_max) times 2^-j (h_max = ``max_step_size``, by
@@ -760,7 +612,12 @@ def fbgvi(logdensity_fn: Callable, step_size=None, *,
       dim: the target's dimension, checked against ``q0`` in ``init`` (optional).
 
     Returns:
-      a :class:`VIAlgorithm`; ``alg.run(key, vi.Gaussian.standard(d), num_steps)``.
+      a :class:`samplers.Algorithm` whose state (:class:`VIState`) has the current Gaussian
+      as its ``position``; its info is :class:`VIInfo`. With a fixed step size,
+      ``algorithm.params`` is a ``StepSize`` (traced: a new step size compiles nothing) and
+      ``algorithm.kernel`` takes it; an adaptive rule is in ``step`` alone
+      (``algorithm.params`` None). Run it with
+      ``samplers.run(key, algorithm, vi.Gaussian.standard(d), num_steps)`` or :func:`fit`.
     """
     return _build(logdensity_fn, step_size, "fb", "fbgvi", expectation, num_samples,
                   num_points, hessian, dim, antithetic, max_step_size)
@@ -768,13 +625,13 @@ def fbgvi(logdensity_fn: Callable, step_size=None, *,
 
 def sfbgvi(logdensity_fn: Callable, step_size=None, *, num_samples: int = 1,
            hessian: str = "exact", antithetic: Optional[bool] = False,
-           max_step_size: Optional[float] = None, dim: Optional[int] = None) -> VIAlgorithm:
-    """Stochastic FB-GVI ([DBCS23] Algorithm 2): the FB-GVI step with E_q[grad V] and
+           max_step_size: Optional[float] = None, dim: Optional[int] = None) -> Algorithm:
+    """Stochastic FB-GVI [Diao2023, Algorithm 2]: the FB-GVI step with E_q[grad V] and
     E_q[hess V] replaced by their values at ``num_samples`` fresh draws X ~ q (one by
-    default). With minibatches (``run(..., batches=...)``), ``logdensity_fn(x, batch)``
+    default). With minibatches (``samplers.run(..., batches=...)``), ``logdensity_fn(x, batch)``
     must be an unbiased estimate of log pi(x) (see :func:`minibatch_logdensity`).
 
-    Guarantee ([DBCS23] Theorem 3.4): for alpha-strongly convex, beta-smooth V and
+    Guarantee [Diao2023, Theorem 3.4]: for alpha-strongly convex, beta-smooth V and
     h <= 1/beta, linear convergence at rate (1 - alpha h) to a neighbourhood of q* whose
     size in expected W2^2 is O(h). On N(mu, A^{-1}) with the exact Hessian (constant) the
     covariance is deterministic and the mean is an AR(1) process whose stationary
@@ -784,15 +641,14 @@ def sfbgvi(logdensity_fn: Callable, step_size=None, *, num_samples: int = 1,
     rules need the full log-density ``logdensity_fn(x)`` at ``init``; with a minibatch
     log-density pass a number).
     """
-    alg = _build(logdensity_fn, step_size, "fb", "sfbgvi", "monte_carlo", num_samples, 1,
-                 hessian, dim, antithetic, max_step_size)
-    return alg
+    return _build(logdensity_fn, step_size, "fb", "sfbgvi", "monte_carlo", num_samples, 1,
+                  hessian, dim, antithetic, max_step_size)
 
 
 def bwgd(logdensity_fn: Callable, step_size: float, *, expectation: str = "monte_carlo",
          num_samples: int = 32, num_points: int = 3, hessian: str = "exact",
-         dim: Optional[int] = None) -> VIAlgorithm:
-    """Bures-Wasserstein gradient descent (Lambert et al. 2022; [DBCS23] eq. (3)).
+         dim: Optional[int] = None) -> Algorithm:
+    """Bures-Wasserstein gradient descent [Lambert2022; Diao2023, eq. (3)].
 
     m' = m - h E_q[grad V];  Sigma' = M Sigma M, M = I - h (E_q[hess V] - Sigma^{-1}).
     The entropy is stepped explicitly, so Sigma' is SPD only while M is nonsingular: on a
@@ -813,57 +669,91 @@ def _chol_from_raw(raw):
     return jnp.tril(raw, -1) + jnp.diag(jax.nn.softplus(jnp.diag(raw)))
 
 
-@functools.lru_cache(maxsize=64)
-def _reparam_step(logdensity_fn, optimizer, num_samples):
-    def loss(params, u, batch):
-        mean, raw = params
-        chol = _chol_from_raw(raw)
-        x = mean + u @ chol.T
-        logp = jax.vmap(lambda xi: _call(logdensity_fn, xi, batch))(x)
-        return -(jnp.mean(logp) + jnp.sum(jnp.log(jnp.diag(chol))))
+def _reparam_loss(logdensity_fn, unconstrained, u, batch):
+    """Minus the ELBO estimate -(mean_i log p(m + L u_i) + sum log L_ii) (+ const)."""
+    mean, raw = unconstrained
+    chol = _chol_from_raw(raw)
+    x = mean + u @ chol.T
+    logp = jax.vmap(lambda xi: _call(logdensity_fn, xi, batch))(x)
+    return -(jnp.mean(logp) + jnp.sum(jnp.log(jnp.diag(chol))))
 
-    def step(key, state, batch=None):
-        mean, _ = state.params
-        u = jax.random.normal(key, (num_samples, mean.shape[0]), mean.dtype)
-        grads = jax.grad(loss)(state.params, u, batch)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = jax.tree.map(lambda p, du: p + du, state.params, updates)
-        chol = _chol_from_raw(params[1])
-        gnorm = jnp.sqrt(sum(jnp.sum(g**2) for g in jax.tree.leaves(grads)))
-        info = VIInfo(jnp.min(jnp.linalg.eigvalsh(chol @ chol.T)), gnorm)
-        return VIState(Gaussian(params[0], chol), params, opt_state), info
 
-    return step
+def _reparam_kernel(logdensity_fn, transform, num_samples, key, state, batch, params):
+    """One optimiser step on the reparameterised ELBO. ``params``: a :class:`StepSize`
+    (the learning rate, traced: ``transform`` is then Adam's direction, scaled here by
+    -step_size as ``optax.adam`` does), or None (``transform`` is the user's optimiser)."""
+    mean, _ = state.unconstrained
+    u = jax.random.normal(key, (num_samples, mean.shape[0]), mean.dtype)
+    grads = jax.grad(functools.partial(_reparam_loss, logdensity_fn))(state.unconstrained, u,
+                                                                       batch)
+    updates, opt_state = transform.update(grads, state.opt_state, state.unconstrained)
+    if params is not None:
+        updates = jax.tree.map(lambda du: -params.step_size * du, updates)
+    unconstrained = jax.tree.map(lambda p, du: p + du, state.unconstrained, updates)
+    chol = _chol_from_raw(unconstrained[1])
+    gnorm = jnp.sqrt(sum(jnp.sum(g**2) for g in jax.tree.leaves(grads)))
+    info = ReparamInfo(jnp.min(jnp.linalg.eigvalsh(chol @ chol.T)), gnorm)
+    return VIState(Gaussian(unconstrained[0], chol), unconstrained=unconstrained,
+                   opt_state=opt_state), info
+
+
+def _reparam_step(logdensity_fn, optimizer, num_samples, key, state, batch=None):
+    """``step`` of :func:`reparam_vi` with the user's optimiser (compiled in)."""
+    return _reparam_kernel(logdensity_fn, optimizer, num_samples, key, state, batch, None)
+
+
+def _reparam_init(logdensity_fn, dim, transform, q0, key=None) -> VIState:
+    """``init(q0, key=None)`` of :func:`reparam_vi`: the validated start, its Cholesky
+    factor's unconstrained form and the optimiser's state."""
+    del key
+    q0 = _start(logdensity_fn, dim, q0)
+    chol = jnp.linalg.cholesky(q0.cov)
+    raw = jnp.tril(chol, -1) + jnp.diag(_softplus_inv(jnp.diag(chol)))
+    unconstrained = (q0.mean, raw)
+    return VIState(Gaussian(q0.mean, chol), unconstrained=unconstrained,
+                   opt_state=transform.init(unconstrained))
+
+
+@functools.lru_cache(maxsize=1)
+def _adam_direction():
+    """Adam's update direction (``optax.scale_by_adam`` with its defaults), built once so
+    that every :func:`reparam_vi` shares it (and ``samplers.run``'s compiled program)."""
+    import optax
+
+    return optax.scale_by_adam()
 
 
 def reparam_vi(logdensity_fn: Callable, optimizer=None, *, step_size: float = 1e-2,
-               num_samples: int = 1, dim: Optional[int] = None) -> VIAlgorithm:
-    """Reparameterisation-gradient Gaussian VI (the "ADVI full-rank" baseline of [DBCS23]).
+               num_samples: int = 1, dim: Optional[int] = None) -> Algorithm:
+    """Reparameterisation-gradient Gaussian VI (the "ADVI full-rank" baseline of [Diao2023]).
 
     Maximises the ELBO E[log p(m + L u)] + sum log L_ii + const over the mean m and a
     lower-triangular L with softplus diagonal (SPD by construction), estimating the gradient
-    with ``num_samples`` draws u ~ N(0, I) per step (Titsias & Lazaro-Gredilla 2014), with
-    an optax ``optimizer`` (default ``optax.adam(step_size)``).
-    """
-    import optax
+    with ``num_samples`` draws u ~ N(0, I) per step [Titsias2014], with
+    an optax ``optimizer``. By default Adam with learning rate ``step_size``, which is then
+    a traced parameter (``algorithm.params``: a new one compiles nothing); a given
+    ``optimizer`` is compiled in, its learning rate with it.
 
+    Returns:
+      a :class:`samplers.Algorithm` whose state (:class:`VIState`) has the current
+      Gaussian as its ``position`` (``scale`` its Cholesky factor) and whose info is
+      :class:`ReparamInfo`: ``samplers.run(key, vi.reparam_vi(fn), q0, num_steps)``.
+    """
     _check_logdensity(logdensity_fn, dim)
     check_positive("step_size", step_size)
     num_samples = _positive_int("num_samples", num_samples)
-    optimizer = optax.adam(step_size) if optimizer is None else optimizer
-    if not hasattr(optimizer, "init") or not hasattr(optimizer, "update"):
+    if optimizer is not None and not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
         raise TypeError(f"optimizer must be an optax GradientTransformation, got "
                         f"{type(optimizer).__name__}")
-
-    def params_fn(q0):
-        chol = jnp.linalg.cholesky(q0.cov)
-        raw = jnp.tril(chol, -1) + jnp.diag(_softplus_inv(jnp.diag(chol)))
-        params = (q0.mean, raw)
-        return VIState(Gaussian(q0.mean, chol), params, optimizer.init(params))
-
-    step = _reparam_step(logdensity_fn, optimizer, num_samples)
-    return VIAlgorithm(_make_init(logdensity_fn, dim, "reparam_vi", params_fn), step, None,
-                       float(step_size), "reparam_vi", logdensity_fn, dim)
+    if optimizer is not None:
+        init = Bound(_reparam_init, (logdensity_fn, dim, optimizer))
+        return Algorithm(init, Bound(_reparam_step, (logdensity_fn, optimizer, num_samples)),
+                         name="reparam_vi")
+    direction = _adam_direction()
+    params = StepSize(jnp.asarray(step_size, jnp.result_type(float)))
+    kernel = Bound(_reparam_kernel, (logdensity_fn, direction, num_samples))
+    return Algorithm(Bound(_reparam_init, (logdensity_fn, dim, direction)),
+                     with_params(kernel, params), kernel, params, "reparam_vi")
 
 
 # ------------------------------------------------------------------------ helpers
@@ -888,3 +778,47 @@ def ravel_logdensity(logdensity_fn: Callable, position) -> tuple[Callable, jax.A
     """
     flat, unravel = jax.flatten_util.ravel_pytree(position)
     return (lambda x: logdensity_fn(unravel(x))), flat, unravel
+
+
+def fit(key, algorithm: Algorithm, q0: Gaussian, num_steps: int,
+        **run_options) -> tuple[Gaussian, Trace]:
+    """One VI run through :func:`samplers.run`: the final Gaussian and the trace.
+
+    ``q, trace = vi.fit(key, vi.fbgvi(logdensity_fn), q0, 500)`` is
+    ``trace = samplers.run(key, algorithm, q0, 500, **run_options)`` (one chain) with
+    ``q = trace.final_state.position`` without its chain axis, after ``q0`` was checked
+    outside ``jit`` (finite, symmetric positive definite; inside ``run`` only its shapes
+    are). ``run_options`` are :func:`samplers.run`'s (``thin``, ``batches``,
+    ``on_nonfinite``, ``progress``, ``checkpoint``, ...); ``trace.positions`` holds the
+    Gaussian after every ``thin``-th step, (1, num_steps // thin) leading axes.
+    """
+    for option in ("num_chains", "chain_axis", "mesh"):
+        if option in run_options:
+            raise ValueError(f"fit runs one chain and returns its Gaussian; for {option} use "
+                             "samplers.run(key, algorithm, q0, num_steps, ...)")
+    if isinstance(q0, Gaussian):
+        check_gaussian("q0", as_float(q0))
+    trace = run(key, algorithm, q0, num_steps, **run_options)
+    return jax.tree.map(lambda x: x[0], trace.final_state.position), trace
+
+
+def elbo(key, logdensity_fn: Callable, q: Gaussian, num_draws: int = 64) -> jax.Array:
+    """ELBO estimates E_q[log p] + H(q) (= log Z - KL(q || pi)) of every Gaussian in ``q``.
+
+    ``q`` may carry leading axes, e.g. a run's ``trace.positions`` (chain, draw); the result
+    has those axes. H(q) = 1/2 log det(2 pi e Sigma) is exact; E_q[log p] averages
+    ``logdensity_fn`` (``x (d,) -> scalar``) over X_i = m + C u_i with ``num_draws`` draws
+    u_i ~ N(0, I) shared by all the Gaussians (common random numbers: a smooth curve over a
+    trace).
+    """
+    num_draws = _positive_int("num_draws", num_draws)
+    u = jax.random.normal(key, (num_draws, q.mean.shape[-1]), q.mean.dtype)
+    return _elbo(logdensity_fn, q, u)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _elbo(logdensity_fn, q, u):
+    x = q.mean[..., None, :] + jnp.einsum("...ij,nj->...ni", q.scale, u)
+    flat = x.reshape((-1,) + x.shape[-2:])
+    logp = jax.vmap(jax.vmap(logdensity_fn))(flat).reshape(x.shape[:-1])
+    return jnp.mean(logp, axis=-1) + q.entropy()

@@ -105,6 +105,29 @@ class Gaussian(NamedTuple):
         """Differential entropy 1/2 log det(2 pi e Sigma)."""
         return _entropy(self.scale)
 
+    def kl_to(self, mean, cov) -> np.ndarray:
+        """Exact KL(q || N(mean, cov)) for every Gaussian q in ``self``, in float64 numpy.
+
+        ``self`` may carry leading axes, e.g. a run's ``trace.positions`` (chain, draw): the
+        result has those axes (NaN for a non-finite q, inf for a singular one). ``mean``
+        (d,), ``cov`` (d, d) symmetric positive definite.
+        """
+        return self._per_gaussian(_kl_np, mean, cov)
+
+    def w2_squared_to(self, mean, cov) -> np.ndarray:
+        """Exact W2^2(q, N(mean, cov)) (the Bures-Wasserstein formula [Dowson1982])
+        for every Gaussian q in ``self``, in float64 numpy; leading axes as in :meth:`kl_to`."""
+        return self._per_gaussian(_w2sq_np, mean, cov)
+
+    def _per_gaussian(self, fn, mean, cov) -> np.ndarray:
+        ms, ss = np.asarray(self.mean, np.float64), np.asarray(self.scale, np.float64)
+        cs = ss @ np.swapaxes(ss, -1, -2)  # in numpy: float64 whatever JAX's x64 mode
+        cs = 0.5 * (cs + np.swapaxes(cs, -1, -2))
+        lead = ms.shape[:-1]
+        d = ms.shape[-1]
+        values = [fn(m, c, mean, cov) for m, c in zip(ms.reshape(-1, d), cs.reshape(-1, d, d))]
+        return np.asarray(values, np.float64).reshape(lead)
+
     def to_arviz(self, key, num_draws: int = 1000, num_chains: int = 1,
                  unravel_fn: Optional[Callable] = None, constrain_fn: Optional[Callable] = None,
                  name: str = "x"):
@@ -173,27 +196,53 @@ def _entropy(scale):
     return 0.5 * (logdet + scale.shape[-1] * (1.0 + _LOG_2PI))
 
 
+def _kl_np(m0, S0, m1, S1) -> float:
+    m0, S0, m1, S1 = (np.asarray(a, np.float64) for a in (m0, S0, m1, S1))
+    if not (np.all(np.isfinite(m0)) and np.all(np.isfinite(S0))):
+        return float("nan")
+    sign, logdet0 = np.linalg.slogdet(S0)
+    if sign <= 0:
+        return float("inf")
+    logdet1 = np.linalg.slogdet(S1)[1]
+    diff = m1 - m0
+    return 0.5 * (logdet1 - logdet0 - m0.size + np.trace(np.linalg.solve(S1, S0))
+                  + diff @ np.linalg.solve(S1, diff))
+
+
+def _w2sq_np(m0, S0, m1, S1) -> float:
+    m0, S0, m1, S1 = (np.asarray(a, np.float64) for a in (m0, S0, m1, S1))
+    if not (np.all(np.isfinite(m0)) and np.all(np.isfinite(S0))):
+        return float("nan")
+    s, u = np.linalg.eigh(S1)
+    root = (u * np.sqrt(np.clip(s, 0, None))) @ u.T
+    inner = root @ S0 @ root
+    cross = np.sum(np.sqrt(np.clip(np.linalg.eigvalsh(0.5 * (inner + inner.T)), 0, None)))
+    return float(np.sum((m0 - m1) ** 2) + np.trace(S0) + np.trace(S1) - 2.0 * cross)
+
+
 def check_gaussian(name: str, q, dim: Optional[int] = None) -> None:
-    """Raise TypeError/ValueError unless ``q`` is a concrete, finite, nondegenerate Gaussian.
+    """Raise TypeError/ValueError unless ``q`` is a finite, nondegenerate Gaussian.
 
     Checks: a :class:`Gaussian`; ``mean`` of shape (d,) (``d == dim`` when given); ``scale``
-    of shape (d, d); finite entries; ``scale @ scale.T`` symmetric positive definite (the
-    smallest singular value of ``scale`` above d * eps(dtype) times the largest).
-    Tracers (under jit) are skipped.
+    of shape (d, d); and, when the entries are concrete, finite entries and
+    ``scale @ scale.T`` symmetric positive definite (the smallest singular value of
+    ``scale`` above d * eps(dtype) times the largest). Shapes are checked under ``jit`` and
+    ``vmap`` too (inside ``samplers.run``, per chain); values only outside.
     """
     if not isinstance(q, Gaussian):
         raise TypeError(f"{name} must be a vi.Gaussian (e.g. vi.Gaussian.standard(d) or "
                         f"vi.Gaussian.from_cov(mean, cov)), got {type(q).__name__}")
+    mean_shape, scale_shape = jnp.shape(q.mean), jnp.shape(q.scale)
+    if len(mean_shape) != 1:
+        raise ValueError(f"{name}.mean must have shape (d,), got {mean_shape}")
+    d = mean_shape[0]
+    if dim is not None and d != dim:
+        raise ValueError(f"{name} has dimension {d}, but the target has dimension {dim}")
+    if scale_shape != (d, d):
+        raise ValueError(f"{name}.scale must have shape ({d}, {d}), got {scale_shape}")
     if isinstance(q.mean, jax.core.Tracer) or isinstance(q.scale, jax.core.Tracer):
         return
     m, s = np.asarray(q.mean), np.asarray(q.scale)
-    if m.ndim != 1:
-        raise ValueError(f"{name}.mean must have shape (d,), got {m.shape}")
-    d = m.size
-    if dim is not None and d != dim:
-        raise ValueError(f"{name} has dimension {d}, but the target has dimension {dim}")
-    if s.shape != (d, d):
-        raise ValueError(f"{name}.scale must have shape ({d}, {d}), got {s.shape}")
     if not (np.all(np.isfinite(m)) and np.all(np.isfinite(s))):
         raise ValueError(f"{name} must be finite, got non-finite entries in mean or scale")
     sv = np.linalg.svd(s.astype(np.float64), compute_uv=False)

@@ -8,7 +8,6 @@ stationary mean error h tr((2I - hA)^{-1}) of stochastic FB-GVI (Theorem 3.4's O
 """
 from __future__ import annotations
 
-import functools
 from typing import Callable
 
 import jax
@@ -16,9 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from samplers.diagnostics import gaussian_w2
+from samplers.run import run
 from samplers.verify import Check, Outcome, at_most, mc_mean, within
 
-from .fbgvi import VIState, fbgvi, sfbgvi
+from .fbgvi import fbgvi, sfbgvi
 from .gaussian import Gaussian
 
 KAPPA = 20.0  # condition number beta / alpha of the target's precision
@@ -67,12 +67,12 @@ def fbgvi_contraction(make: Callable = fbgvi) -> Check:
         h = 1.0 / lam.max()
         with jax.enable_x64(True):
             alg = make(quadratic_logdensity(A, mu), h, expectation="exact_gaussian")
-            _, trace = alg.run(key, Gaussian.standard(d, jnp.float64), steps,
-                               num_elbo_samples=0, on_nonfinite="ignore")
-            # W2 by samplers.diagnostics (Bures formula), not by the trace's own method
+            trace = run(key, alg, Gaussian.standard(d, jnp.float64), steps,
+                        on_nonfinite="flag", progress=False)
+            q = jax.tree.map(lambda x: x[0], trace.positions)  # (steps, ...): the one chain
+            # W2 by samplers.diagnostics (Bures formula), not by the Gaussian's own method
             w2 = np.asarray(jax.vmap(gaussian_w2, (0, 0, None, None))(
-                jnp.asarray(trace.mean), jnp.asarray(trace.cov), jnp.asarray(mu),
-                jnp.asarray(np.linalg.inv(A)))) ** 2
+                q.mean, q.cov, jnp.asarray(mu), jnp.asarray(np.linalg.inv(A)))) ** 2
         w2_0 = np.sum(mu ** 2) + np.sum((1 - 1 / np.sqrt(lam)) ** 2)
         factors = w2_step_factors(np.concatenate([[w2_0], w2]))
         return at_most(factors.max(), 1 - lam.min() * h,
@@ -84,25 +84,19 @@ def fbgvi_contraction(make: Callable = fbgvi) -> Check:
                  measure)
 
 
-@functools.partial(jax.jit, static_argnames=("kernel", "steps"))
-def _mean_error_path(kernel, key, m0, scale0, mu, h, steps):
-    """|m_k - mu|^2, k = 1..steps, of one run per row of ``m0`` (vmapped, one scan each)."""
-    def one(key, m0):
-        def body(state, t):
-            state, _ = kernel(jax.random.fold_in(key, t), state, None, h)
-            return state, jnp.sum((state.q.mean - mu) ** 2)
-        return jax.lax.scan(body, VIState(Gaussian(m0, scale0)), jnp.arange(steps))[1]
-    return jax.vmap(one)(jax.random.split(key, m0.shape[0]), m0)
-
-
-def stationary_mean_error(key, kernel: Callable, A, mu, h, m0, steps: int) -> np.ndarray:
-    """|m_k - mu|^2 for k = 1..steps of stochastic FB-GVI (``kernel(key, state, batch, h)``)
-    from means ``m0`` (chains, d) and Sigma_0 = A^{-1} (kept exactly by the exact constant
-    Hessian), in float32. Returns (chains, steps)."""
+def stationary_mean_error(key, algorithm, A, mu, m0, steps: int) -> np.ndarray:
+    """|m_k - mu|^2 for k = 1..steps of stochastic FB-GVI (``algorithm``, e.g.
+    ``vi.sfbgvi(logdensity_fn, h)``), one ``samplers.run`` chain per row of the means ``m0``
+    (chains, d), all from Sigma_0 = A^{-1} (kept exactly by the exact constant Hessian), in
+    float32. Returns (chains, steps)."""
     dtype = jnp.float32
+    m0 = jnp.asarray(m0, dtype)
     scale0 = jnp.asarray(Gaussian.from_cov(mu, np.linalg.inv(A)).scale, dtype)
-    return np.asarray(_mean_error_path(kernel, key, jnp.asarray(m0, dtype), scale0,
-                                       jnp.asarray(mu, dtype), jnp.asarray(h, dtype), steps))
+    start = Gaussian(m0, jnp.broadcast_to(scale0, (m0.shape[0],) + scale0.shape))
+    trace = run(key, algorithm, start, steps, num_chains=m0.shape[0], chain_axis=True,
+                progress=False)
+    means = np.asarray(trace.positions.mean, np.float64)
+    return np.sum((means - np.asarray(mu, dtype).astype(np.float64)) ** 2, axis=-1)
 
 
 def stationary_mean_law(A, h):
@@ -116,7 +110,7 @@ def sfbgvi_stationary_error(make: Callable = sfbgvi) -> Check:
     """[Diao2023, Theorem 3.4]: stochastic FB-GVI converges to an O(h) neighbourhood of q*; on a
     Gaussian target the stationary E|m - mu|^2 is exactly h tr((2I - hA)^{-1}). Chains start
     from that stationary law, so every step counts. ``make(logdensity_fn, step_size)`` builds
-    the algorithm (its ``kernel`` with a traced step size is run)."""
+    the algorithm, run by ``samplers.run``."""
     h = 0.02
 
     def measure(key, full: bool) -> Outcome:
@@ -126,8 +120,8 @@ def sfbgvi_stationary_error(make: Callable = sfbgvi) -> Check:
         P = stationary_mean_law(A, h)
         m0 = mu + np.asarray(jax.random.normal(k_init, (chains, d)), np.float64) @ \
             np.linalg.cholesky(P).T
-        kernel = make(quadratic_logdensity(A, mu), h).kernel
-        err, se = mc_mean(stationary_mean_error(k_run, kernel, A, mu, h, m0, steps))
+        algorithm = make(quadratic_logdensity(A, mu), h)
+        err, se = mc_mean(stationary_mean_error(k_run, algorithm, A, mu, m0, steps))
         return within(err, np.trace(P), se,
                       f"stationary E|m - mu|^2, d = {d}, h = {h:g}, {chains} chains x "
                       f"{steps} steps")

@@ -58,10 +58,10 @@ def test_w2_contraction_per_step_is_within_the_theorem_for_three_step_sizes():
         for c in (0.25, 0.5, 1.0):
             h = c / BETA
             q0 = vi.Gaussian.standard(D)
-            _, tr = vi.fbgvi(lp, h, expectation="exact_gaussian").run(
-                jax.random.key(0), q0, steps, num_elbo_samples=0)
+            _, tr = vi.fit(jax.random.key(0), vi.fbgvi(lp, h, expectation="exact_gaussian"),
+                           q0, steps)
             w2 = np.concatenate([[np.sum(MU**2) + np.sum((1 - 1 / np.sqrt(LAM)) ** 2)],
-                                 tr.w2_squared_to(MU, np.linalg.inv(A))])
+                                 tr.positions.w2_squared_to(MU, np.linalg.inv(A))[0]])
             oracle = _oracle_w2sq(h, steps, np.zeros(D))
             # W2^2 is a difference of traces of size ~3: float64 rounding ~ 64 eps * 3 < 1e-13
             np.testing.assert_allclose(w2[1:], oracle, rtol=1e-9, atol=1e-13)
@@ -83,8 +83,8 @@ def test_beyond_one_over_beta_fbgvi_is_biased_but_stable_while_bwgd_cycles_or_di
         lp = quadratic_logdensity(A, MU)
         q0 = vi.Gaussian.standard(D)
         h = 1.5 / BETA
-        q, _ = vi.fbgvi(lp, h, expectation="exact_gaussian").run(
-            jax.random.key(0), q0, steps, num_elbo_samples=0)
+        q, _ = vi.fit(jax.random.key(0), vi.fbgvi(lp, h, expectation="exact_gaussian"), q0,
+                      steps)
         lam = np.linalg.eigvalsh(A)
         expected = np.where(h * lam <= 1, 1 / lam, h / (2 - h * lam))
         np.testing.assert_allclose(np.sort(np.linalg.eigvalsh(np.asarray(q.cov))),
@@ -92,22 +92,22 @@ def test_beyond_one_over_beta_fbgvi_is_biased_but_stable_while_bwgd_cycles_or_di
         np.testing.assert_allclose(np.asarray(q.mean), MU, atol=1e-10)
         w2_0 = np.sum(MU**2) + np.sum((1 - 1 / np.sqrt(LAM)) ** 2)
         # BW-GD at h = 1/beta: the stiffest covariance direction cycles s <-> 1/(beta^2 s)
-        _, tb = vi.bwgd(lp, 1.0 / BETA, expectation="exact_gaussian").run(
-            jax.random.key(0), q0, steps, num_elbo_samples=0)
-        stalled = tb.w2_squared_to(MU, np.linalg.inv(A))
+        _, tb = vi.fit(jax.random.key(0), vi.bwgd(lp, 1.0 / BETA, expectation="exact_gaussian"),
+                       q0, steps)
+        stalled = tb.positions.w2_squared_to(MU, np.linalg.inv(A))[0]
         # a period-2 cycle: W2^2 alternates (0.603, 0.030 here) and never goes to 0
         np.testing.assert_allclose(stalled[-1], stalled[-3], rtol=1e-9)
         assert max(stalled[-2:]) > 0.5 and abs(stalled[-1] - stalled[-2]) > 0.5
         # BW-GD at h = 1.1/beta: the fixed point is unstable (local rate |1 - 2 h beta| = 1.2);
         # measured, the orbit does not blow up to infinity here but wanders erratically
         # (W2^2 between 0.006 and 132 over the last 50 steps): it never converges
-        _, td = vi.bwgd(lp, 1.1 / BETA, expectation="exact_gaussian").run(
-            jax.random.key(0), q0, steps, num_elbo_samples=0, on_nonfinite="ignore")
-        w2d = td.w2_squared_to(MU, np.linalg.inv(A))
+        _, td = vi.fit(jax.random.key(0), vi.bwgd(lp, 1.1 / BETA, expectation="exact_gaussian"),
+                       q0, steps, on_nonfinite="flag")
+        w2d = td.positions.w2_squared_to(MU, np.linalg.inv(A))[0]
         assert not np.all(np.isfinite(w2d)) or w2d[-50:].max() > 10 * w2_0
         # FB-GVI at the same step: finite, converged, biased only in the direction h beta > 1
-        q, _ = vi.fbgvi(lp, 1.1 / BETA, expectation="exact_gaussian").run(
-            jax.random.key(0), q0, steps, num_elbo_samples=0)
+        q, _ = vi.fit(jax.random.key(0), vi.fbgvi(lp, 1.1 / BETA, expectation="exact_gaussian"),
+                      q0, steps)
         h = 1.1 / BETA
         expected = np.where(h * lam <= 1, 1 / lam, h / (2 - h * lam))
         np.testing.assert_allclose(np.sort(np.linalg.eigvalsh(np.asarray(q.cov))),
@@ -121,13 +121,12 @@ def test_stochastic_fbgvi_stationary_error_is_linear_in_h():
     hs = np.array([0.005, 0.01, 0.02, 0.04])
     chains, steps = 64, 2000
     lp = quadratic_logdensity(A, MU)
-    kernel = vi.sfbgvi(lp, 0.01).kernel
     rng = np.random.default_rng(11)
     floors, ses, exact = [], [], []
     for i, h in enumerate(hs):
         P = stationary_mean_law(A, h)
         m0 = rng.multivariate_normal(MU, P, size=chains).astype(np.float32)
-        err = stationary_mean_error(jax.random.key(i), kernel, A, MU, h, m0, steps)
+        err = stationary_mean_error(jax.random.key(i), vi.sfbgvi(lp, h), A, MU, m0, steps)
         est, se = mc_mean(err)
         assert_within(est, se, np.trace(P), what=f"E|m - mu|^2 at h={h}")
         floors.append(est), ses.append(se), exact.append(np.trace(P))
@@ -200,16 +199,16 @@ def test_logistic_regression_fbgvi_reaches_the_best_gaussian_and_beats_the_basel
         expect = _glm_expectations(X, y)
         q0 = vi.Gaussian.standard(d)
         F = lambda q: _objective(X, y, q.mean, q.cov)  # noqa: E731
-        q_fb, _ = vi.fbgvi(lp, 1 / beta, expectation=expect).run(
-            jax.random.key(0), q0, steps, num_elbo_samples=0)
+        q_fb, _ = vi.fit(jax.random.key(0), vi.fbgvi(lp, 1 / beta, expectation=expect), q0,
+                         steps, thin=steps)
         g, H = expect(None, q_fb)
         # the best Gaussian's first-order conditions ([DBCS23] Sec. 2): E grad V = 0, E hess V = Sigma^{-1}
         assert np.abs(np.asarray(g)).max() < 1e-9
         np.testing.assert_allclose(np.asarray(H), np.linalg.inv(np.asarray(q_fb.cov)), atol=1e-8)
-        q_bw, _ = vi.bwgd(lp, 1 / beta, expectation=expect).run(
-            jax.random.key(0), q0, steps, num_elbo_samples=0)
-        q_re, _ = vi.reparam_vi(lp, optax.adam(1e-2), num_samples=8).run(
-            jax.random.key(0), q0, 1000, record_every=1000, num_elbo_samples=0)
+        q_bw, _ = vi.fit(jax.random.key(0), vi.bwgd(lp, 1 / beta, expectation=expect), q0,
+                         steps, thin=steps)
+        q_re, _ = vi.fit(jax.random.key(0), vi.reparam_vi(lp, optax.adam(1e-2), num_samples=8),
+                         q0, 1000, thin=1000)
         f_fb, f_bw, f_re = F(q_fb), F(q_bw), F(q_re)
         assert f_fb <= f_bw + 1e-9 and f_fb <= f_re + 1e-9, (f_fb, f_bw, f_re)
         assert f_re - f_fb > 0  # the stochastic baseline has not reached the optimum exactly
@@ -219,15 +218,16 @@ def test_logistic_regression_fbgvi_reaches_the_best_gaussian_and_beats_the_basel
         # over the last 50 steps); FB-GVI converges to a slightly biased fixed point (h beta > 1).
         lam_star = np.linalg.eigvalsh(np.asarray(H)).max()
         h = 1.2 / lam_star
-        _, t_bw = vi.bwgd(lp, h, expectation=expect).run(
-            jax.random.key(0), q0, steps, num_elbo_samples=0, on_nonfinite="ignore")
-        tail = zip(np.asarray(t_bw.mean[-50:]), np.asarray(t_bw.cov[-50:]))
+        _, t_bw = vi.fit(jax.random.key(0), vi.bwgd(lp, h, expectation=expect), q0, steps,
+                         on_nonfinite="flag")
+        tail = zip(np.asarray(t_bw.positions.mean[0, -50:]), np.asarray(t_bw.positions.cov[0, -50:]))
         f_bw_tail = np.array([_objective(X, y, m, S) for m, S in tail])
         assert np.ptp(f_bw_tail) > 0.1, f_bw_tail - f_fb  # still jumping after 250 steps
-        q_big, t_fb = vi.fbgvi(lp, h, expectation=expect).run(
-            jax.random.key(0), q0, steps, num_elbo_samples=0, on_nonfinite="raise")
-        assert np.linalg.eigvalsh(np.asarray(t_fb.cov)).min() >= h * (1 - 1e-12)
-        step_change = np.abs(np.asarray(t_fb.cov[-1] - t_fb.cov[-2])).max()
+        q_big, t_fb = vi.fit(jax.random.key(0), vi.fbgvi(lp, h, expectation=expect), q0, steps,
+                             on_nonfinite="raise")
+        cov_fb = np.asarray(t_fb.positions.cov[0])
+        assert np.linalg.eigvalsh(cov_fb).min() >= h * (1 - 1e-12)
+        step_change = np.abs(cov_fb[-1] - cov_fb[-2]).max()
         assert step_change < 1e-10  # converged
         gap = F(q_big) - f_fb
         assert 0 < gap < np.median(f_bw_tail) - f_fb, gap  # biased, but below BW-GD's typical value
@@ -243,11 +243,12 @@ def test_backtracking_rule_follows_the_theorem_at_one_over_beta():
     most the theorem's 1 - alpha/beta ([DBCS23] Theorem 3.2)."""
     steps = 200
     with jax.enable_x64(True):
-        _, tr = vi.fbgvi(quadratic_logdensity(A, MU), expectation="exact_gaussian",
-                         max_step_size=float("inf")).run(
-            jax.random.key(0), vi.Gaussian.standard(D), steps, num_elbo_samples=0)
+        _, tr = vi.fit(jax.random.key(0), vi.fbgvi(quadratic_logdensity(A, MU),
+                                                   expectation="exact_gaussian",
+                                                   max_step_size=float("inf")),
+                       vi.Gaussian.standard(D), steps)
     w2 = np.concatenate([[np.sum(MU**2) + np.sum((1 - 1 / np.sqrt(LAM)) ** 2)],
-                         tr.w2_squared_to(MU, np.linalg.inv(A))])
+                         tr.positions.w2_squared_to(MU, np.linalg.inv(A))[0]])
     np.testing.assert_allclose(w2[1:], _oracle_w2sq(1 / BETA, steps, np.zeros(D)),
                                rtol=1e-9, atol=1e-13)
     keep = w2[1:] > 1e-8
