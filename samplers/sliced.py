@@ -39,7 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import ndtri
 
-from .base import Algorithm, check_key, check_positive
+from .base import Algorithm
+from .validation import check_key, check_positive
 
 __all__ = [
     "SlicedEstimate", "SWFlowState", "SWFlowInfo", "directions", "wasserstein_1d",

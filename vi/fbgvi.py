@@ -45,7 +45,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from samplers.base import as_float, check_positive, check_scalar_logdensity
+from samplers.base import as_float
+from samplers.validation import check_positive, check_scalar_logdensity
 from samplers.data import Minibatches
 from samplers.run import NonFiniteError
 
