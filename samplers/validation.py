@@ -247,20 +247,21 @@ def check_finite_position(name: str, position: PyTree) -> None:
             raise ValueError(f"{name} must be finite, got non-finite values in {where}: {arr!r}")
 
 
-def check_key(name: str, key, call: str, *, batched: bool = False) -> None:
-    """Raise TypeError unless ``key`` is a ``jax.random.key`` (or the raw uint32 data of
-    one), or with ``batched`` an array of keys. ``call`` is the function's signature, e.g.
+def check_key(name: str, value, call: str, *, batched: bool = False) -> None:
+    """Raise TypeError unless ``value`` (the argument ``name``) is a ``jax.random.key`` (or
+    the raw uint32 data of one), or with ``batched`` an array of keys. ``call`` is the
+    function's signature, e.g.
     ``"run(key, algorithm, initial_position, num_steps)"``: every function whose default
     draws takes its key first, so a misplaced argument is the usual cause."""
-    dtype = getattr(key, "dtype", None)
-    shape = tuple(getattr(key, "shape", ()))
+    dtype = getattr(value, "dtype", None)
+    shape = tuple(getattr(value, "shape", ()))
     if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
         ok = batched or shape == ()
     else:
         ok = dtype == np.uint32 and shape[-1:] == (2,) and (batched or len(shape) == 1)
     if not ok:
-        what = f"an array of dtype {dtype} and shape {shape}" if dtype is not None else repr(key)
+        what = f"an array of dtype {dtype} and shape {shape}" if dtype is not None else repr(value)
         if len(what) > 80:
-            what = type(key).__name__
+            what = type(value).__name__
         raise TypeError(f"{name} must be a jax.random.key{' (or an array of keys)' if batched else ''}"
                         f", got {what}; the key is the first argument: {call}")
