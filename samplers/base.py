@@ -1,4 +1,5 @@
-"""The algorithm type shared by every sampler, and small pytree helpers.
+"""The algorithm type shared by every sampler, the type aliases ``Array`` and ``PyTree``
+used across the three packages, and small pytree helpers.
 
 An algorithm is an immutable pair of pure functions (Blackjax-style, Cabezas et al. 2024):
 

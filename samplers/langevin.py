@@ -34,8 +34,8 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from .base import Algorithm, Bound, PyTree, as_float, tree_normal, with_params
-from .validation import (check_choice, check_int, check_positive, check_scalar_logdensity,
-                         check_step_size, check_traced)
+from .validation import (ScalarOrSchedule, check_choice, check_int, check_positive,
+                         check_scalar_logdensity, check_step_size, check_traced)
 
 __all__ = [
     "LangevinState", "LangevinParams", "KineticParams", "MALTParams", "MALAInfo", "MALTInfo",
@@ -326,7 +326,7 @@ def _sgld_kernel(grad_estimator, schedule, temperature, key, state: SGLDState, b
     return SGLDState(unravel(y), state.count + 1), SGLDInfo(h)
 
 
-def sgld(grad_estimator: Callable, step_size, temperature: float = 1.0,
+def sgld(grad_estimator: Callable, step_size: ScalarOrSchedule, temperature: float = 1.0,
          inverse_mass_matrix=None) -> Algorithm:
     """Stochastic gradient Langevin dynamics (Welling & Teh 2011, eq. 4).
 
