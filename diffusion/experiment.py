@@ -44,6 +44,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from samplers.validation import check_int
+
 from . import nets, scores, solvers
 from .exact_law import gaussian_sampling_w2
 from .sde import VPSDE
@@ -151,9 +153,7 @@ def run_experiment(target: str = "ring", solver_names: Sequence[str] = ("euler",
     if time_grid is not None and time_grid not in solvers.TIME_GRIDS:
         raise ValueError(f"time_grid must be None or one of {', '.join(solvers.TIME_GRIDS)}; "
                          f"got {time_grid!r}")
-    if isinstance(floor_draws, bool) or not isinstance(floor_draws, (int, np.integer)) \
-            or floor_draws < 2:
-        raise ValueError(f"floor_draws must be an integer >= 2, got {floor_draws!r}")
+    check_int("floor_draws", floor_draws, minimum=2)
     sde = VPSDE()
     with jax.enable_x64(float64):
         score, draw, info = make_target(target, sde, dim=dim, seed=seed)
@@ -319,8 +319,7 @@ def _data_plan(data, solver_names, nfe_targets, model_channels, train_steps, gui
     except ValueError as e:
         raise ValueError(f"model_channels={tuple(model_channels)}: {e}") from None
     for name, value, low in (("train_steps", train_steps, 1), ("num_samples", num_samples, 10)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        check_int(name, value, minimum=low)
     if not (isinstance(guidance_scale, (int, float)) and np.isfinite(guidance_scale)):
         raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale!r}")
     if labels is None and guidance_scale != 1:

@@ -16,6 +16,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from samplers.validation import check_choice
+
 from .networks import Network, check_conditions, eps_function
 from .solvers import _check_num_steps, _check_positions, _check_sde, _check_times, _grid_time
 from .solvers import check_score
@@ -107,10 +109,8 @@ def log_likelihood(x, sde, score, *, method: str = "exact", key=None, num_probes
     :func:`diffusion.solve_ode` (new values do not recompile); the network is called on one
     point at a time (a batch of one), since the divergence is per point."""
     _check_sde(sde)
-    if method not in _METHODS:
-        raise ValueError(f"method must be one of {', '.join(_METHODS)}; got {method!r}")
-    if time_grid not in ("uniform", "logsnr"):
-        raise ValueError(f"time_grid must be 'uniform' or 'logsnr', got {time_grid!r}")
+    check_choice("method", method, _METHODS)
+    check_choice("time_grid", time_grid, ("uniform", "logsnr"))
     _check_num_steps(num_steps)
     if method == "hutchinson":
         if key is None:

@@ -31,7 +31,8 @@ import numpy as np
 import optax
 import scipy.spatial.distance
 
-from samplers.base import as_float, check_finite_rows, check_key
+from samplers.base import as_float
+from samplers.validation import check_finite_rows, check_int, check_key
 from samplers.diagnostics import _off_diagonal_mean, gaussian_w2
 
 from .likelihood import log_likelihood
@@ -68,14 +69,6 @@ def _features(name, x, min_rows, like=None) -> np.ndarray:
                          f"got shape {arr.shape}")
     check_finite_rows(name, arr)
     return arr.astype(np.float64)
-
-
-def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 # ------------------------------------------------------------------------- Frechet distance
@@ -177,7 +170,7 @@ def kernel_distance(features_a, features_b, *, num_subsets: int = 1,
     """
     a = _features("features_a", features_a, 2)
     b = _features("features_b", features_b, 2, like=("features_a", a))
-    num_subsets = _check_int("num_subsets", num_subsets, 1)
+    num_subsets = check_int("num_subsets", num_subsets, minimum=1)
     with jax.enable_x64(True):
         if num_subsets == 1 and subset_size is None:
             value, stderr = _mmd2_and_stderr(a, b)
@@ -192,7 +185,7 @@ def kernel_distance(features_a, features_b, *, num_subsets: int = 1,
             if subset_size < 2:
                 raise ValueError(f"num_subsets must leave subsets of >= 2 rows: {smaller} rows "
                                  f"into {num_subsets} subsets; got num_subsets={num_subsets}")
-        subset_size = _check_int("subset_size", subset_size, 2)
+        subset_size = check_int("subset_size", subset_size, minimum=2)
         if subset_size > smaller:
             raise ValueError(f"subset_size must be at most the rows of the smaller set "
                              f"({smaller}), got subset_size={subset_size}")
@@ -257,7 +250,7 @@ def precision_recall(real_features, fake_features, k: int = 3) -> PrecisionRecal
     float64 on the host (``scipy.spatial.distance.cdist``), in blocks of rows: O(n^2 d)
     time, O(n) memory beyond a block.
     """
-    k = _check_int("k", k, 1)
+    k = check_int("k", k, minimum=1)
     real = _features("real_features", real_features, k + 1)
     fake = _features("fake_features", fake_features, k + 1, like=("real_features", real))
     precision = _covered(fake, real, _knn_radii(real, k))
@@ -303,7 +296,7 @@ def bits_per_dim(key, data, sde, score, *, num_levels: int = 256, method: Option
     and Hutchinson's noise); report their mean.
     """
     check_key("key", key, "bits_per_dim(key, data, sde, score)")
-    num_levels = _check_int("num_levels", num_levels, 2)
+    num_levels = check_int("num_levels", num_levels, minimum=2)
     _check_num_steps(num_steps)
     u = as_float(jnp.asarray(data))
     if u.ndim < 2 or u.shape[0] < 1:
@@ -422,11 +415,11 @@ def digits_classifier(key, images, labels, *, test_images=None, test_labels=None
     x = _images("images", images)
     y = _labels("labels", labels, x.shape[0])
     shape = tuple(jnp.shape(images)[1:])
-    hidden = tuple(_check_int("hidden", h, 1) for h in hidden)
+    hidden = tuple(check_int("hidden", h, minimum=1) for h in hidden)
     if not hidden:
         raise ValueError("hidden must be a non-empty sequence of layer widths, got ()")
-    steps = _check_int("steps", steps, 1)
-    batch_size = _check_int("batch_size", batch_size, 1)
+    steps = check_int("steps", steps, minimum=1)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
     for name, value in (("learning_rate", learning_rate), ("weight_decay", weight_decay)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
                 math.isfinite(value) and value >= 0):

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from samplers.base import check_positive
+from samplers.validation import check_int, check_positive
 
 __all__ = ["MLP", "mlp", "unet"]
 
@@ -43,8 +43,7 @@ def mlp(hidden: Sequence[int] = (128, 128), num_frequencies: int = 8,
     hidden = tuple(int(h) for h in hidden)
     if not hidden or min(hidden) < 1:
         raise ValueError(f"hidden must be a non-empty sequence of positive widths, got {hidden!r}")
-    if int(num_frequencies) < 1:
-        raise ValueError(f"num_frequencies must be >= 1, got {num_frequencies!r}")
+    num_frequencies = check_int("num_frequencies", num_frequencies)
     freqs = 2.0 ** jnp.arange(num_frequencies)
 
     def init(key, dim):
@@ -156,9 +155,8 @@ def unet(key, shape, channels: Sequence[int] = (32, 64), num_classes: Optional[i
                          f"{channels!r}")
     channels = tuple(int(c) for c in channels)
     shape = _check_image_shape(shape, len(channels))
-    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(
-            num_classes, (int, np.integer)) or num_classes < 1):
-        raise ValueError(f"num_classes must be None or an integer >= 1, got {num_classes!r}")
+    if num_classes is not None:
+        num_classes = check_int("num_classes", num_classes)
     check_positive("time_scale", time_scale)
     half = max(channels[0] // 2, 1)
     emb = 4 * channels[0]

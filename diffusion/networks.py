@@ -40,7 +40,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from samplers.base import check_positive
+from samplers.validation import check_choice, check_positive
 
 __all__ = ["Network", "PREDICTIONS", "eps_function", "edm_preconditioning"]
 
@@ -66,9 +66,7 @@ class Network:
         if not callable(self.apply_fn):
             raise TypeError(f"apply_fn must be a callable apply_fn(params, x, t, cond), got "
                             f"{self.apply_fn!r}")
-        if self.prediction not in PREDICTIONS:
-            raise ValueError(f"prediction must be one of {', '.join(PREDICTIONS)}; got "
-                             f"{self.prediction!r}")
+        check_choice("prediction", self.prediction, PREDICTIONS)
         check_positive("sigma_data", self.sigma_data)
 
 

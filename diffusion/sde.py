@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from samplers.base import check_positive
+from samplers.validation import check_choice, check_int, check_positive
 
 __all__ = ["SDE", "VPSDE", "SubVPSDE", "VESDE", "DiscreteVPSDE", "SCHEDULES"]
 
@@ -159,8 +159,7 @@ class VPSDE(_VariancePreserving):
     t_min: float = 1e-3
 
     def __post_init__(self):
-        if self.schedule not in ("linear", "cosine"):
-            raise ValueError(f"schedule must be one of 'linear', 'cosine', got {self.schedule!r}")
+        check_choice("schedule", self.schedule, ("linear", "cosine"))
         _check_positive_range("beta_min", self.beta_min, "beta_max", self.beta_max)
         if self.t_max is None:
             object.__setattr__(self, "t_max", 1.0 if self.schedule == "linear" else 0.9946)
@@ -351,11 +350,8 @@ class DiscreteVPSDE(_VariancePreserving):
           abar(t) = cos^2((t + 0.008) / 1.008 pi/2) and t_n = n / N ([Nichol2021],
           eq. 17 and the clipping below it); takes no beta range.
         """
-        if name not in SCHEDULES:
-            raise ValueError(f"name must be one of {', '.join(SCHEDULES)}; got {name!r}")
-        if isinstance(num_timesteps, bool) or not isinstance(num_timesteps, (int, np.integer)) \
-                or num_timesteps < 2:
-            raise ValueError(f"num_timesteps must be an integer >= 2, got {num_timesteps!r}")
+        check_choice("name", name, SCHEDULES)
+        check_int("num_timesteps", num_timesteps, minimum=2)
         if name == "squaredcos_cap_v2":
             if beta_start is not None or beta_end is not None:
                 raise ValueError("beta_start and beta_end do not apply to the "

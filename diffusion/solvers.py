@@ -34,7 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from samplers.base import as_float, check_finite_rows, check_mesh
+from samplers.base import as_float
+from samplers.validation import check_bool, check_choice, check_finite_rows, check_int, check_mesh
 
 from .networks import Network, check_conditions, eps_function
 from .sde import SDE, VESDE, VPSDE, DiscreteVPSDE
@@ -95,8 +96,7 @@ def nfe(solver: str, num_steps: int, denoise_final: bool = False) -> int:
 # ----------------------------------------------------------------------------- validation
 
 def _check_solver(solver, valid):
-    if solver not in valid:
-        raise ValueError(f"solver must be one of {', '.join(valid)}; got {solver!r}")
+    check_choice("solver", solver, valid)
 
 
 def _check_sde(sde):
@@ -106,10 +106,7 @@ def _check_sde(sde):
 
 
 def _check_num_steps(num_steps):
-    if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)):
-        raise TypeError(f"num_steps must be an integer >= 1, got {num_steps!r}")
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be an integer >= 1, got {num_steps!r}")
+    check_int("num_steps", num_steps)
 
 
 def _check_times(sde, t_min, t_max):
@@ -174,12 +171,10 @@ def _event_shape(dim, shape, model):
         if dim is None:
             raise ValueError("dim must be given (or shape=, the event shape): the model does "
                              "not carry its dimension")
-        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
+        if isinstance(dim, (tuple, list)):
             raise TypeError(f"dim must be an int d (samples of shape (num_samples, d)); for "
                             f"image-shaped events pass shape=, got dim={dim!r}")
-        if dim < 1:
-            raise ValueError(f"dim must be an integer >= 1, got dim={dim!r}")
-        return (int(dim),)
+        return (check_int("dim", dim),)
     if not isinstance(shape, (tuple, list)) or not all(
             isinstance(k, (int, np.integer)) and not isinstance(k, bool) for k in shape):
         raise TypeError(f"shape must be a tuple of ints (the event shape, e.g. (8, 8, 1)), got "
@@ -232,8 +227,7 @@ def time_grid(sde, num_steps: int, kind: str = "uniform", *, t_min=None, t_max=N
     _check_sde(sde)
     _check_num_steps(num_steps)
     t_min, t_max = _check_times(sde, t_min, t_max)
-    if kind not in TIME_GRIDS:
-        raise ValueError(f"kind must be one of {', '.join(TIME_GRIDS)}; got {kind!r}")
+    check_choice("kind", kind, TIME_GRIDS)
     i = jnp.arange(num_steps + 1)
     return _grid_time(sde, kind, None, t_max, t_min, num_steps, i)
 
@@ -738,8 +732,7 @@ def _check_x0_options(solver, denoise_final, clip_x0, dynamic_threshold, dtype):
     """Validate ``denoise_final`` (a bool), ``clip_x0`` (a pair lo < hi) and
     ``dynamic_threshold`` (a percentile in (0, 1)); the last two only for the
     data-prediction solvers, and not together. Returns (clip, threshold) as arrays or None."""
-    if not isinstance(denoise_final, (bool, np.bool_)):
-        raise TypeError(f"denoise_final must be a bool, got {denoise_final!r}")
+    check_bool("denoise_final", denoise_final)
     for name, value in (("clip_x0", clip_x0), ("dynamic_threshold", dynamic_threshold)):
         if value is not None and solver not in X0_SOLVERS:
             raise ValueError(f"{name} applies to the data-prediction solvers "
@@ -896,9 +889,7 @@ def sample(key, sde, score, num_samples: int, *, solver: str = DEFAULT_SOLVER,
     devices of one host, or of many after ``jax.distributed.initialize``); the result
     equals the single-device one. ``progress``: a bar over chunks (default: on when stderr
     is a terminal and there are several chunks)."""
-    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) \
-            or num_samples < 1:
-        raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}")
+    num_samples = check_int("num_samples", num_samples)
     dtype = jnp.dtype(dtype or jnp.zeros(()).dtype)
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"dtype must be a floating dtype (float32, float64, ...), got {dtype}")
@@ -946,12 +937,8 @@ def _check_batching(batch_size, mesh, num_samples) -> int:
     the mesh."""
     if batch_size is None:
         chunk = num_samples
-    elif isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
-            or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1 (samples per chunk), got "
-                         f"{batch_size!r}")
     else:
-        chunk = min(int(batch_size), num_samples)
+        chunk = min(check_int("batch_size", batch_size), num_samples)
     if mesh is not None:
         check_mesh(mesh, chunk, "the samples per chunk (batch_size, else num_samples)")
     return chunk

@@ -43,6 +43,7 @@ import numpy as np
 import optax
 
 from samplers.base import as_float
+from samplers.validation import check_int
 from samplers.checkpoint import load as _load_checkpoint, save as _save_checkpoint
 
 from .nets import MLP
@@ -153,14 +154,6 @@ def _chunk(state, first, key, data, cond, null_cond, cond_drop, t_min, t_max, em
     return jax.lax.scan(step, state, first + jnp.arange(length))
 
 
-def _check_count(name, value, low=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer >= {low}, got {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
-
-
 def _check_fraction(name, value, what, *, allow_one):
     try:
         v = float(value)
@@ -240,8 +233,8 @@ def train(key, data, sde, network: Network, params, *, steps: int, batch_size: i
         raise TypeError(f"network must be a diffusion.Network(apply_fn, prediction=...), got "
                         f"{network!r}")
     data = _check_data(data)
-    steps = _check_count("steps", steps)
-    batch_size = _check_count("batch_size", batch_size)
+    steps = check_int("steps", steps)
+    batch_size = check_int("batch_size", batch_size)
     if ema is not None:
         ema = _check_fraction("ema", ema, "the EMA decay; None for no average", allow_one=False)
     cond_drop = _check_fraction("cond_drop", cond_drop, "a probability", allow_one=True)
@@ -263,7 +256,7 @@ def train(key, data, sde, network: Network, params, *, steps: int, batch_size: i
     if checkpoint_every is not None:
         if checkpoint is None:
             raise ValueError("checkpoint_every needs checkpoint=<path>")
-        checkpoint_every = _check_count("checkpoint_every", checkpoint_every)
+        checkpoint_every = check_int("checkpoint_every", checkpoint_every)
     if not jax.tree.leaves(params) or not all(
             jnp.issubdtype(jnp.result_type(leaf), jnp.floating) for leaf in jax.tree.leaves(params)):
         raise TypeError(f"params must be a non-empty pytree of floating arrays, got leaves of "

@@ -9,14 +9,15 @@ only). The submodules that bring NumPyro, SciPy or optax (``numpyro``, ``diagnos
 ``targets``, ``smc``, ``stein``) and ``sliced`` are imported when first used, as attributes
 (``samplers.numpyro.kernel(...)``) or by ``from samplers import ...`` (PEP 562).
 """
-from . import adaptation, data, federated, langevin
+from . import adaptation, data, federated, langevin, validation
 from ._lazy import attach as _attach
 from ._xla import configure_xla
 from .base import Algorithm, EmptyInfo
 from .federated import fald
 from .langevin import mala, malt, minibatch_gradient, sgld, ula, underdamped
-from .run import NonFiniteError, run
+from .run import run
 from .trace import Trace
+from .validation import NonFiniteError
 
 __version__ = "0.1.0"
 
@@ -39,7 +40,7 @@ __all__ = [
     "langevin", "mala", "malt", "minibatch_gradient", "numpyro", "run", "sgld", "sliced",
     "sliced_wasserstein", "sliced_wasserstein_estimate", "sliced_wasserstein_flow", "smc", "stein",
     "targets",
-    "ula", "underdamped",
+    "ula", "underdamped", "validation",
 ]
 
 

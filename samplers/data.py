@@ -6,6 +6,7 @@ import dataclasses
 import jax
 
 from .base import PyTree, tree_first_axis
+from .validation import check_bool, check_int
 
 __all__ = ["Minibatches", "minibatches"]
 
@@ -52,9 +53,9 @@ def minibatches(data: PyTree, batch_size: int, replace: bool = False) -> Minibat
     if n is None:
         shapes = [getattr(x, "shape", ()) for x in leaves]
         raise ValueError(f"data leaves must share a leading datum axis, got shapes {shapes}")
-    if int(batch_size) != batch_size or not 1 <= batch_size:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    batch_size = check_int("batch_size", batch_size)
+    check_bool("replace", replace)
     if not replace and batch_size > n:
         raise ValueError(f"batch_size must be <= the number of data points {n} when "
                          f"drawing without replacement, got {batch_size}")
-    return Minibatches(data, int(batch_size), bool(replace))
+    return Minibatches(data, batch_size, bool(replace))

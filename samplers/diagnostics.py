@@ -28,8 +28,8 @@ import scipy.optimize
 import scipy.spatial.distance
 from jax.scipy.linalg import solve_triangular
 
-from .base import check_positive
 from .sliced import SlicedEstimate, sliced_wasserstein_estimate
+from .validation import check_positive
 
 __all__ = [
     "ksd", "mmd", "energy_distance", "gaussian_w2", "gaussian_kl", "empirical_w2", "ess", "rhat",

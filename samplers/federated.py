@@ -25,8 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from .base import (Algorithm, PyTree, StepSize, check_mesh, check_positive, tree_first_axis,
-                   tree_normal)
+from .base import Algorithm, PyTree, StepSize, tree_first_axis, tree_normal
+from .validation import (ScalarOrSchedule, check_int, check_mesh, check_positive, check_shape,
+                         check_step_size)
 
 __all__ = ["fald", "sharded", "scheme_i", "scheme_ii", "FALDState", "FALDInfo", "Participation"]
 
@@ -57,19 +58,13 @@ class Participation(NamedTuple):
 def scheme_i(num_reporting: int) -> Participation:
     """S clients drawn with replacement with probabilities p_c, averaged uniformly (paper,
     Algorithm 4, scheme I). Leaves a bias that does not vanish as eta -> 0 (Theorem 4.10)."""
-    return Participation("i", _positive_int("num_reporting", num_reporting))
+    return Participation("i", check_int("num_reporting", num_reporting))
 
 
 def scheme_ii(num_reporting: int) -> Participation:
     """S clients drawn uniformly without replacement, averaged uniformly; needs balanced
     weights p_c = 1/N (paper, Algorithm 4, scheme II)."""
-    return Participation("ii", _positive_int("num_reporting", num_reporting))
-
-
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
+    return Participation("ii", check_int("num_reporting", num_reporting))
 
 
 class _Spec(NamedTuple):
@@ -223,18 +218,20 @@ def _noise_correlation(noise) -> float:
         return 0.0
     if noise == "correlated":
         return 1.0
-    if isinstance(noise, (int, float)) and not isinstance(noise, bool) and 0.0 <= noise <= 1.0:
+    expected = ("noise must be 'independent', 'correlated' or a correlation rho in [0, 1], "
+                f"got {noise!r}")
+    if isinstance(noise, bool) or not isinstance(noise, (str, int, float, np.integer, np.floating)):
+        raise TypeError(expected)
+    if not isinstance(noise, str) and 0.0 <= noise <= 1.0:
         return float(noise)
-    raise ValueError("noise must be 'independent', 'correlated' or a correlation rho in [0, 1], "
-                     f"got {noise!r}")
+    raise ValueError(expected)
 
 
 def _client_weights(weights, sizes, num_clients):
     if weights is None:
         return sizes / sizes.sum()
     p = np.asarray(weights, dtype=np.float64)
-    if p.shape != (num_clients,):
-        raise ValueError(f"weights must have shape ({num_clients},) (one per client), got {p.shape}")
+    check_shape("weights", p, (num_clients,))
     if np.any(~np.isfinite(p)) or np.any(p <= 0) or abs(p.sum() - 1.0) > 1e-6:
         raise ValueError(f"weights must be positive and sum to 1, got {p.tolist()} (sum {p.sum():.6g})")
     return p
@@ -243,7 +240,7 @@ def _client_weights(weights, sizes, num_clients):
 def fald(
     clients: Union[PyTree, Sequence[Callable]],
     local_steps: int,
-    step_size: Union[float, Callable],
+    step_size: ScalarOrSchedule,
     noise: Union[str, float] = "independent",
     weights=None,
     participation: Optional[Participation] = None,
@@ -277,8 +274,8 @@ def fald(
       An :class:`~samplers.Algorithm` whose step is one communication round; use it with
       :func:`samplers.run` (one draw per round) or shard it with :func:`sharded`.
     """
-    local_steps = _positive_int("local_steps", local_steps)
-    check_positive("step_size", step_size, allow_callable=True)
+    local_steps = check_int("local_steps", local_steps)
+    check_step_size("step_size", step_size)
     check_positive("temperature", temperature)
     rho = _noise_correlation(noise)
     if isinstance(clients, (list, tuple)) and clients and all(callable(c) for c in clients):
@@ -304,7 +301,7 @@ def fald(
             raise ValueError(f"client_sizes must be {num_clients} integers in [1, {n_max}], "
                              f"got {client_sizes!r}")
         if batch_size is not None:
-            batch_size = _positive_int("batch_size", batch_size)
+            batch_size = check_int("batch_size", batch_size)
             if batch_size > sizes.min():
                 raise ValueError(f"batch_size must be <= the smallest client's size "
                                  f"{int(sizes.min())}, got {batch_size}")

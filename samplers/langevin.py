@@ -33,10 +33,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from .base import (
-    Algorithm, Bound, PyTree, as_float, check_positive, check_scalar_logdensity, tree_normal,
-    with_params,
-)
+from .base import Algorithm, Bound, PyTree, as_float, tree_normal, with_params
+from .validation import (ScalarOrSchedule, check_choice, check_int, check_positive,
+                         check_scalar_logdensity, check_step_size, check_traced)
 
 __all__ = [
     "LangevinState", "LangevinParams", "KineticParams", "MALTParams", "MALAInfo", "MALTInfo",
@@ -151,10 +150,16 @@ def _metric(inverse_mass_matrix, flat_position) -> _Metric:
 
 
 def _check_inverse_mass_matrix(inverse_mass_matrix):
-    """Concrete checks at build time: a positive vector or a symmetric positive definite
-    matrix (shapes against the position are checked when the kernel is traced)."""
-    if inverse_mass_matrix is None or isinstance(inverse_mass_matrix, jax.core.Tracer):
-        return inverse_mass_matrix
+    """Checks at build time: a positive vector or a symmetric positive definite matrix
+    (run on the host when the program reaches them if the matrix is traced; shapes against
+    the position are checked when the kernel is traced)."""
+    if inverse_mass_matrix is None:
+        return None
+    check_traced(_check_inverse_mass_matrix_values, inverse_mass_matrix)
+    return jnp.asarray(inverse_mass_matrix, jnp.result_type(float))
+
+
+def _check_inverse_mass_matrix_values(inverse_mass_matrix):
     c = np.asarray(inverse_mass_matrix, dtype=np.float64)
     if c.ndim == 1:
         if not (np.all(np.isfinite(c)) and np.all(c > 0)):
@@ -171,7 +176,6 @@ def _check_inverse_mass_matrix(inverse_mass_matrix):
     else:
         raise ValueError("inverse_mass_matrix must be None, a vector (diagonal) or a square "
                          f"matrix, got an array of shape {c.shape}")
-    return jnp.asarray(inverse_mass_matrix, jnp.result_type(float))
 
 
 def _float(value):
@@ -322,7 +326,7 @@ def _sgld_kernel(grad_estimator, schedule, temperature, key, state: SGLDState, b
     return SGLDState(unravel(y), state.count + 1), SGLDInfo(h)
 
 
-def sgld(grad_estimator: Callable, step_size, temperature: float = 1.0,
+def sgld(grad_estimator: Callable, step_size: ScalarOrSchedule, temperature: float = 1.0,
          inverse_mass_matrix=None) -> Algorithm:
     """Stochastic gradient Langevin dynamics [Welling2011, eq. 4].
 
@@ -338,7 +342,7 @@ def sgld(grad_estimator: Callable, step_size, temperature: float = 1.0,
       temperature: T > 0.
       inverse_mass_matrix: C: None (identity), a vector (diagonal) or a matrix (dense).
     """
-    check_positive("step_size", step_size, allow_callable=True)
+    check_step_size("step_size", step_size)
     check_positive("temperature", temperature)
     schedule = step_size if callable(step_size) else None
     params = LangevinParams(None if schedule is not None else _float(step_size),
@@ -365,8 +369,7 @@ def minibatch_gradient(
       data_size: N, the number of data points in the full data set.
       centre, data: both or neither (control variate).
     """
-    if int(data_size) != data_size or data_size < 1:
-        raise ValueError(f"data_size must be a positive integer, got {data_size!r}")
+    data_size = check_int("data_size", data_size)
     if (centre is None) != (data is None):
         raise ValueError("centre and data must be given together (control variate), got "
                          f"centre={'None' if centre is None else 'given'}, "
@@ -462,8 +465,7 @@ def underdamped(logdensity_fn: Callable, step_size: float, friction: float = 1.0
     """
     check_positive("step_size", step_size)
     check_positive("friction", friction)
-    if scheme not in ("baoab", "obabo"):
-        raise ValueError(f"scheme must be 'baoab' or 'obabo', got {scheme!r}")
+    check_choice("scheme", scheme, ("baoab", "obabo"))
     params = KineticParams(_float(step_size), _check_inverse_mass_matrix(inverse_mass_matrix),
                            _float(friction))
     kernel = Bound(_underdamped_kernel, (logdensity_fn, scheme))
@@ -546,10 +548,7 @@ def malt(logdensity_fn: Callable, step_size: float, num_integration_steps: Optio
     check_positive("friction", friction)
     if num_integration_steps is None:
         num_integration_steps = min(MAX_INTEGRATION_STEPS, max(1, math.ceil(1.0 / step_size)))
-    if (isinstance(num_integration_steps, bool) or not isinstance(num_integration_steps, (int, np.integer))
-            or not 1 <= num_integration_steps <= MAX_INTEGRATION_STEPS):
-        raise ValueError(f"num_integration_steps must be an integer in [1, {MAX_INTEGRATION_STEPS}], "
-                         f"got {num_integration_steps!r}")
+    check_int("num_integration_steps", num_integration_steps, maximum=MAX_INTEGRATION_STEPS)
     params = MALTParams(_float(step_size), _check_inverse_mass_matrix(inverse_mass_matrix),
                         jnp.asarray(num_integration_steps, jnp.int32), _float(friction))
     kernel = Bound(_malt_kernel, (logdensity_fn,))

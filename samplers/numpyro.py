@@ -24,6 +24,7 @@ from jax.flatten_util import ravel_pytree
 
 from . import adaptation
 from .base import Algorithm, tree_all_finite
+from .validation import check_bool, check_int
 
 __all__ = ["logdensity", "kernel", "SamplersKernel", "KernelState"]
 
@@ -49,8 +50,7 @@ def logdensity(model: Callable, *args, rng_key=None, num_chains: Optional[int] =
     """
     key = jax.random.key(0) if rng_key is None else rng_key
     if num_chains is not None:
-        if not isinstance(num_chains, int) or isinstance(num_chains, bool) or num_chains < 1:
-            raise ValueError(f"num_chains must be an integer >= 1, got {num_chains!r}")
+        num_chains = check_int("num_chains", num_chains)
         key = jax.random.split(key, num_chains)
     info = initialize_model(key, model, init_strategy=init_strategy, model_args=args,
                             model_kwargs=kwargs)
@@ -163,8 +163,7 @@ class SamplersKernel(MCMCKernel):
                             f"numpyro.infer.init_to_median, got {init_strategy!r}")
         if target_accept_prob is not None and not 0.0 < target_accept_prob < 1.0:
             raise ValueError(f"target_accept_prob must be in (0, 1), got {target_accept_prob!r}")
-        if not isinstance(dense_mass, bool):
-            raise TypeError(f"dense_mass must be True or False, got {dense_mass!r}")
+        check_bool("dense_mass", dense_mass)
         self._factory = algorithm
         self._model = model
         self._potential_fn = potential_fn

@@ -29,21 +29,14 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from . import adaptation
-from .base import (Algorithm, PyTree, check_finite_position, check_key, check_mesh,
-                   tree_all_finite)
+from .base import Algorithm, PyTree, tree_all_finite
 from .checkpoint import load as _load_checkpoint, save as _save_checkpoint
 from .data import Minibatches
 from .trace import Trace
+from .validation import (NonFiniteError, check_bool, check_choice, check_finite_position,
+                         check_int, check_key, check_mesh, check_on_nonfinite)
 
-__all__ = ["run", "NonFiniteError"]
-
-
-class NonFiniteError(FloatingPointError):
-    """A chain turned NaN or infinite. ``trace`` holds the draws made before it was raised."""
-
-    def __init__(self, message: str, trace: Trace):
-        super().__init__(message)
-        self.trace = trace
+__all__ = ["run"]
 
 
 # ----------------------------------------------------------------------- progress bar
@@ -416,16 +409,14 @@ def _validate(algorithm, num_steps, num_chains, num_warmup, thin, on_nonfinite,
                         f"got {type(algorithm).__name__}")
     for name, value, low in (("num_steps", num_steps, 1), ("num_chains", num_chains, 1),
                              ("num_warmup", num_warmup, 0), ("thin", thin, 1)):
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        check_int(name, value, minimum=low)
     if num_steps % thin:
         raise ValueError(f"num_steps must be a multiple of thin={thin}, got {num_steps}")
-    if on_nonfinite not in ("raise", "flag"):
-        raise ValueError(f"on_nonfinite must be 'raise' or 'flag', got {on_nonfinite!r}")
+    check_on_nonfinite(on_nonfinite)
     if checkpoint_every is not None:
         if checkpoint is None:
             raise ValueError("checkpoint_every needs checkpoint=<path>")
-        if not isinstance(checkpoint_every, int) or checkpoint_every < thin or checkpoint_every % thin:
+        if check_int("checkpoint_every", checkpoint_every, minimum=thin) % thin:
             raise ValueError(f"checkpoint_every must be a positive multiple of thin={thin}, "
                              f"got {checkpoint_every!r}")
     if batches is not None and not isinstance(batches, Minibatches):
@@ -471,11 +462,9 @@ def _adaptation(algorithm, params, info, options):
 def _check_options(adaptation_kind, dense_mass, keep_warmup, target_acceptance, mesh,
                    num_chains):
     """The checks of ``run``'s warm-up and mesh arguments that need no tracing."""
-    if adaptation_kind not in ("window", "ensemble"):
-        raise ValueError(f"adaptation must be 'window' or 'ensemble', got {adaptation_kind!r}")
-    for name, value in (("dense_mass", dense_mass), ("keep_warmup", keep_warmup)):
-        if not isinstance(value, bool):
-            raise TypeError(f"{name} must be True or False, got {value!r}")
+    check_choice("adaptation", adaptation_kind, ("window", "ensemble"))
+    check_bool("dense_mass", dense_mass)
+    check_bool("keep_warmup", keep_warmup)
     if target_acceptance is not None and not 0.0 < target_acceptance < 1.0:
         raise ValueError(f"target_acceptance must be in (0, 1), got {target_acceptance!r}")
     if mesh is not None:

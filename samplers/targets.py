@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import math
-import operator
 import warnings
 from typing import Any, Callable, NamedTuple, Optional
 
@@ -28,7 +27,7 @@ import scipy.special
 from jax.scipy.linalg import solve_triangular
 from jax.scipy.special import logsumexp
 
-from .base import check_positive
+from .validation import check_int, check_positive, check_shape
 
 __all__ = [
     "Target", "gaussian", "gaussian_mixture", "bayesian_linear_regression",
@@ -91,11 +90,6 @@ def _real_array(name: str, value, ndim: int) -> np.ndarray:
     return arr
 
 
-def _check_shape(name: str, arr: np.ndarray, shape: tuple) -> None:
-    if arr.shape != shape:
-        raise ValueError(f"{name} must have shape {shape}, got {arr.shape}")
-
-
 def _spd_cholesky(name: str, cov: np.ndarray) -> np.ndarray:
     """Lower Cholesky factor of a symmetric positive-definite ``cov`` (float64)."""
     if cov.ndim != 2 or cov.shape[0] != cov.shape[1]:
@@ -113,20 +107,10 @@ def _spd_cholesky(name: str, cov: np.ndarray) -> np.ndarray:
         ) from None
 
 
-def _positive_int(name: str, value, minimum: int = 1) -> int:
-    try:
-        v = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r}") from None
-    if v < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return v
-
-
 def _regression_data(X, y) -> tuple[np.ndarray, np.ndarray]:
     X = _real_array("X", X, 2)
     y = _real_array("y", y, 1)
-    _check_shape("y", y, (X.shape[0],))
+    check_shape("y", y, (X.shape[0],))
     return X, y
 
 
@@ -176,7 +160,7 @@ def gaussian(mean, cov) -> Target:
     """
     mean_np = _real_array("mean", mean, 1)
     cov_np = _real_array("cov", cov, 2)
-    _check_shape("cov", cov_np, (mean_np.size, mean_np.size))
+    check_shape("cov", cov_np, (mean_np.size, mean_np.size))
     mean_j, cov_j = jnp.asarray(mean_np), jnp.asarray(cov_np)
     chol = jnp.asarray(_spd_cholesky("cov", cov_np))
 
@@ -207,10 +191,10 @@ def gaussian_mixture(weights, means, covs) -> Target:
     if np.any(w < 0) or abs(w.sum() - 1.0) > 1e-6:
         raise ValueError(f"weights must be non-negative and sum to 1, got {w!r} (sum {w.sum()})")
     m = _real_array("means", means, 2)
-    _check_shape("means", m, (w.size, m.shape[1]))
+    check_shape("means", m, (w.size, m.shape[1]))
     d = m.shape[1]
     s = _real_array("covs", covs, 3)
-    _check_shape("covs", s, (w.size, d, d))
+    check_shape("covs", s, (w.size, d, d))
     chols = jnp.asarray(np.stack([_spd_cholesky(f"covs[{k}]", s[k]) for k in range(w.size)]))
     w = w / w.sum()
     mean = w @ m
@@ -273,8 +257,8 @@ def make_linear_regression(key, n: int, d: int, noise_scale=1.0, prior_scale=1.0
     y = X w + noise_scale * N(0, I_n); returns ``bayesian_linear_regression(X, y, ...)``
     (the dataset is its ``data`` field).
     """
-    n = _positive_int("n", n)
-    d = _positive_int("d", d)
+    n = check_int("n", n)
+    d = check_int("d", d)
     check_positive("noise_scale", noise_scale)
     check_positive("prior_scale", prior_scale)
     X, y = _simulate_linear_regression(key, n, d, noise_scale, prior_scale)
@@ -383,7 +367,7 @@ def bayesian_logistic_regression(X, y, prior_scale, *, num_draws: int = 100_000,
     if not np.all((y == 0) | (y == 1)):
         raise ValueError(f"y must contain only 0 and 1, got values {np.unique(y)!r}")
     check_positive("prior_scale", prior_scale)
-    num_draws = _positive_int("num_draws", num_draws, minimum=2)
+    num_draws = check_int("num_draws", num_draws, minimum=2)
     check_positive("df", df)
     prior_scale = float(prior_scale)
     reference = _logistic_reference(X, y, prior_scale, num_draws, float(df), seed)
@@ -485,7 +469,7 @@ def funnel(d: int = 10, scale: float = 3.0) -> Target:
     Exact moments: mean 0; Var v = scale^2; Var x_i = E e^v = e^{scale^2 / 2}; all
     covariances are 0 (x_i is conditionally centred given v).
     """
-    d = _positive_int("d", d, minimum=2)
+    d = check_int("d", d, minimum=2)
     check_positive("scale", scale)
     scale = float(scale)
 

@@ -198,7 +198,7 @@ def test_fbgvi_step_too_large_raises_and_a_flagged_result_refuses_export(hierarc
         trace.to_arviz()
     with pytest.raises(ValueError, match="cannot export a non-finite Gaussian to ArviZ"):
         q.to_arviz(KEY)
-    with pytest.raises(ValueError, match="on_nonfinite must be 'raise' or 'flag'"):
+    with pytest.raises(ValueError, match="on_nonfinite must be one of raise, flag"):
         vi.fit(KEY, alg, q0, 20, on_nonfinite="nan")
 
 
@@ -261,3 +261,179 @@ def test_nonfinite_gaussian_refuses_export():
     q = vi.Gaussian(jnp.array([0.0, jnp.nan]), jnp.eye(2))
     with pytest.raises(ValueError, match="cannot export a non-finite Gaussian"):
         q.to_arviz(KEY)
+
+
+# ------------------------------------------------------------------ one rule for counts
+# Every count of the three packages goes through samplers.validation.check_int: a value that
+# is not an integer (a float, even 10.0, or a bool) is a TypeError, an integer below the
+# minimum a ValueError, and both messages name the argument and the value given.
+
+_SSM = samplers.smc.LinearGaussian(0.9, 0.5, 1.0, 1.0, 0.0, 1.0)
+_YS = jnp.ones((4, 1))
+_CLIENTS = [lambda x: -jnp.sum(x ** 2)] * 2
+_X_T = jnp.zeros((3, 2))
+_ULA = samplers.ula(logdensity_3d, 0.1)
+
+COUNTS = {  # name: (call with the count, smallest valid value)
+    "run/num_steps": (lambda v: samplers.run(KEY, _ULA, jnp.zeros(3), v), 1),
+    "run/num_chains": (lambda v: samplers.run(KEY, _ULA, jnp.zeros(3), 2, num_chains=v), 1),
+    "run/num_warmup": (lambda v: samplers.run(KEY, _ULA, jnp.zeros(3), 2, num_warmup=v), 0),
+    "run/thin": (lambda v: samplers.run(KEY, _ULA, jnp.zeros(3), 2, thin=v), 1),
+    "malt/num_integration_steps": (
+        lambda v: samplers.malt(logdensity_3d, 0.1, num_integration_steps=v), 1),
+    "minibatch_gradient/data_size": (
+        lambda v: samplers.minibatch_gradient(logdensity_3d, lambda x, d: 0.0, v), 1),
+    "minibatches/batch_size": (lambda v: samplers.data.minibatches(jnp.zeros((4, 2)), v), 1),
+    "fald/local_steps": (lambda v: samplers.fald(_CLIENTS, v, 0.1), 1),
+    "scheme_i/num_reporting": (lambda v: samplers.federated.scheme_i(v), 1),
+    "make_linear_regression/n": (
+        lambda v: samplers.targets.make_linear_regression(KEY, v, 2), 1),
+    "funnel/d": (lambda v: samplers.targets.funnel(v), 2),
+    "svgd/block_size": (lambda v: samplers.stein.svgd(logdensity_3d, step_size=0.1,
+                                                      block_size=v), 1),
+    "rbf/median_points": (lambda v: samplers.stein.kernels.rbf(median_points=v), 2),
+    "svmd/max_particles": (lambda v: samplers.stein.svmd(
+        logdensity_3d, samplers.stein.mirror.identity(), step_size=0.1, max_particles=v), 2),
+    "simulate/num_steps": (lambda v: samplers.smc.simulate(KEY, _SSM, v), 1),
+    "particle_filter/num_particles": (
+        lambda v: samplers.smc.particle_filter(KEY, _SSM, _YS, v), 2),
+    "paris/num_backward": (lambda v: samplers.smc.paris(
+        KEY, _SSM, _YS, lambda t, x, x1: x, 4, num_backward=v), 1),
+    "ppg/burn_in": (lambda v: samplers.smc.ppg(_SSM, _YS, lambda t, x, x1: x, 4, burn_in=v), 0),
+    "fit/num_iterations": (lambda v: samplers.smc.fit(
+        KEY, lambda p: _SSM, _YS, {}, num_iterations=v), 1),
+    "solve_ode/num_steps": (lambda v: diffusion.solve_ode(_X_T, SDE, SCORE, num_steps=v), 1),
+    "sample/num_samples": (lambda v: diffusion.sample(KEY, SDE, SCORE, v, dim=2), 1),
+    "sample/batch_size": (lambda v: diffusion.sample(KEY, SDE, SCORE, 4, dim=2,
+                                                     batch_size=v), 1),
+    "sample/dim": (lambda v: diffusion.sample(KEY, SDE, SCORE, 4, dim=v), 1),
+    "DiscreteVPSDE.from_schedule/num_timesteps": (
+        lambda v: diffusion.DiscreteVPSDE.from_schedule("linear", v), 2),
+}
+
+
+@pytest.mark.parametrize("entry", sorted(COUNTS))
+@pytest.mark.parametrize("value", [2.5, 10.0, True, "3"])
+def test_a_count_that_is_not_an_integer_is_a_type_error_naming_it(entry, value):
+    call, _ = COUNTS[entry]
+    name = entry.split("/")[1]
+    with pytest.raises(TypeError, match=rf"{name} must be an integer .*, got {value!r}"):
+        call(value)
+
+
+@pytest.mark.parametrize("entry", sorted(COUNTS))
+def test_a_count_below_its_minimum_is_a_value_error_naming_it(entry):
+    call, minimum = COUNTS[entry]
+    name = entry.split("/")[1]
+    with pytest.raises(ValueError, match=rf"{name} must be an integer (>= {minimum}|in "
+                                         rf"\[{minimum}, \d+\]), got {minimum - 1}"):
+        call(minimum - 1)
+
+
+def test_check_int_accepts_numpy_integers_and_returns_an_int():
+    from samplers.validation import check_int
+    for value in (np.int32(3), np.int64(3), np.array(3), 3):
+        out = check_int("n", value)
+        assert out == 3 and type(out) is int
+    with pytest.raises(ValueError, match=r"n must be an integer in \[1, 4\], got 5"):
+        check_int("n", 5, maximum=4)
+
+
+# --------------------------------------------------------------- one non-finite policy
+
+def _nan_observation_model():
+    """The observation density is NaN once y > 1.5: the weights fail at that time step."""
+    return samplers.smc.StateSpaceModel(
+        _SSM.init_sample, _SSM.init_logpdf, _SSM.transition_sample, _SSM.transition_logpdf,
+        lambda x, y: jnp.where(y[0] > 1.5, jnp.nan, -0.5 * jnp.sum((y - x) ** 2)))
+
+
+def test_particle_filter_and_paris_raise_a_nonfinite_error_or_flag_the_time_step():
+    model, ys = _nan_observation_model(), jnp.zeros((6, 1)).at[3].set(2.0)
+    lag = lambda t, x, x1: x * x1  # noqa: E731
+    calls = {"particle_filter": lambda k, **kw: samplers.smc.particle_filter(k, model, ys, 8, **kw),
+             "paris": lambda k, **kw: samplers.smc.paris(k, model, ys, lag, 8, backward="exact",
+                                                         **kw)}
+    for name, call in calls.items():
+        with pytest.raises(samplers.NonFiniteError, match=r"log-weights at time step 3 ") as err:
+            call(KEY)
+        assert isinstance(err.value, samplers.smc.WeightError), name
+        assert int(call(KEY, on_nonfinite="flag").nonfinite_step) == 3, name
+        with pytest.raises(ValueError, match="on_nonfinite must be one of raise, flag; got 'warn'"):
+            call(KEY, on_nonfinite="warn")
+    keys = jax.random.split(KEY, 2)  # replicates: each has its own first failing step
+    with pytest.raises(samplers.smc.WeightError, match=r"time step 3 \(replicate 0\)"):
+        calls["particle_filter"](keys)
+    flagged = calls["particle_filter"](keys, on_nonfinite="flag")
+    np.testing.assert_array_equal(flagged.nonfinite_step, [3, 3])
+    healthy = samplers.smc.particle_filter(KEY, _SSM, ys, 8, on_nonfinite="flag")
+    assert int(healthy.nonfinite_step) == -1
+
+
+def test_fit_raises_a_nonfinite_error_with_the_history_or_flags_the_iteration():
+    # log q is finite (0), its gradient in a is NaN: jnp.where's untaken branch sqrt(a - 10)
+    def family(p):
+        kink = lambda x, x1: jnp.where(p["a"] > 10.0, jnp.sqrt(p["a"] - 10.0), 0.0)  # noqa: E731
+        return samplers.smc.StateSpaceModel(
+            _SSM.init_sample, _SSM.init_logpdf, _SSM.transition_sample,
+            lambda x, x1: _SSM.transition_logpdf(x, x1) + kink(x, x1), _SSM.observation_logpdf)
+
+    kwargs = dict(num_iterations=3, num_particles=4, backward="exact")
+    params0 = {"a": jnp.asarray(1.0)}
+    with pytest.raises(samplers.NonFiniteError, match="gradient estimate at iteration 0") as err:
+        samplers.smc.fit(KEY, family, _YS, params0, **kwargs)
+    assert err.value.result.nonfinite_step == 0
+    assert err.value.result.params_history["a"].shape == (0,)
+    flagged = samplers.smc.fit(KEY, family, _YS, params0, on_nonfinite="flag", **kwargs)
+    assert flagged.nonfinite_step == 0 and flagged.params_history["a"].shape == (3,)
+
+
+# --------------------------------------------------------- value checks under jit
+
+def test_stein_domain_check_fires_inside_run_and_under_jit_and_can_be_turned_off():
+    """Inside samplers.run (and jax.jit) init is traced; the check on the particles' values
+    still runs, on the host, and names the particle outside the simplex."""
+    t = samplers.targets.dirichlet(jnp.array([2.0, 3.0, 4.0]))
+    bad = jnp.array([[0.2, 0.3], [0.7, 0.4], [0.1, 0.1]])  # particle 1 sums to 1.1
+    alg = samplers.stein.msvgd(t.logdensity_fn, samplers.stein.mirror.simplex_entropic(),
+                               step_size=0.1)
+    message = r"ValueError: position: particle 1 = .* lies outside the open simplex"
+    with pytest.raises(ValueError, match=message.removeprefix("ValueError: ")):
+        alg.init(bad)  # concrete: the ValueError itself
+    with pytest.raises(jax.errors.JaxRuntimeError, match=message):
+        jax.block_until_ready(jax.jit(alg.init)(bad))
+    with pytest.raises(jax.errors.JaxRuntimeError, match=message):
+        samplers.run(KEY, alg, bad, 2, progress=False)
+    unchecked = samplers.stein.msvgd(t.logdensity_fn, samplers.stein.mirror.simplex_entropic(),
+                                     step_size=0.1, throw=False)
+    with pytest.raises(samplers.NonFiniteError, match="step 0"):  # what is left without it
+        samplers.run(KEY, unchecked, bad, 2, progress=False)
+
+
+def test_check_traced_runs_now_on_concrete_values_and_at_run_time_under_jit():
+    from samplers.validation import check_traced
+
+    def positive(x):
+        if np.any(np.asarray(x) <= 0):
+            raise ValueError(f"x must be > 0, got {np.asarray(x)!r}")
+
+    check_traced(positive, jnp.ones(2))
+    with pytest.raises(ValueError, match="x must be > 0"):
+        check_traced(positive, -jnp.ones(2))
+
+    @jax.jit
+    def f(x):
+        check_traced(positive, x)
+        return 2 * x
+
+    np.testing.assert_array_equal(f(jnp.ones(2)), 2 * np.ones(2))
+    with pytest.raises(jax.errors.JaxRuntimeError, match=r"ValueError: x must be > 0"):
+        jax.block_until_ready(jax.vmap(f)(-jnp.ones((2, 2))))
+    check_traced(positive, -jnp.ones(2), throw=False)
+
+
+def test_traced_inverse_mass_matrix_is_checked_when_the_program_runs():
+    build = jax.jit(lambda m: samplers.mala(logdensity_3d, 0.1, inverse_mass_matrix=m).params)
+    build(jnp.ones(3))
+    with pytest.raises(jax.errors.JaxRuntimeError, match="must hold finite entries > 0"):
+        jax.block_until_ready(build(jnp.array([1.0, -1.0, 1.0])))

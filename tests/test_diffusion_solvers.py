@@ -328,7 +328,7 @@ def test_bad_input_names_the_argument():
         diffusion.solve_ode(x, VP, score, clip_x0=(1, -1))
     with pytest.raises(ValueError, match=r"dynamic_threshold must be a percentile in \(0, 1\)"):
         diffusion.solve_ode(x, VP, score, dynamic_threshold=99.5)
-    with pytest.raises(TypeError, match="denoise_final must be a bool, got 'yes'"):
+    with pytest.raises(TypeError, match="denoise_final must be True or False, got 'yes'"):
         diffusion.solve_ode(x, VP, score, denoise_final="yes")
     with pytest.raises(TypeError, match=r"S_churn is not an option of solver 'ddpm' \(it takes "
                                         r"no options\)"):

@@ -204,6 +204,11 @@ def test_bad_input_gives_clear_errors():
     alg = vi.fbgvi(lp, 0.1, dim=3)
     with pytest.raises(ValueError, match="q0's covariance must be symmetric positive definite"):
         alg.init(vi.Gaussian(jnp.zeros(3), jnp.diag(jnp.array([1.0, 0.0, 1.0]))))
+    # inside run, init is traced: the same check runs on the host (samplers.validation.check_traced)
+    with pytest.raises(jax.errors.JaxRuntimeError,
+                       match="q0's covariance must be symmetric positive definite"):
+        samplers.run(jax.random.key(0), alg,
+                     vi.Gaussian(jnp.zeros(3), jnp.diag(jnp.array([1.0, 0.0, 1.0]))), 2)
     with pytest.raises(ValueError, match="dimension 4, but the target has dimension 3"):
         alg.init(vi.Gaussian.standard(4))
     with pytest.raises(ValueError, match="evaluating logdensity_fn at q0 failed: q0 has dimension 4"):
@@ -430,7 +435,7 @@ def test_step_rule_arguments_give_clear_errors():
         vi.fbgvi(lp, 0.1, expectation="gauss_hermite", antithetic=True)
     with pytest.raises(ValueError, match="max_step_size bounds the 'backtracking' rule only"):
         vi.fbgvi(lp, 0.1, max_step_size=1.0)
-    with pytest.raises(ValueError, match="max_step_size must be a positive number"):
+    with pytest.raises(ValueError, match="max_step_size must be a finite number > 0"):
         vi.fbgvi(lp, max_step_size=0.0)
     with pytest.raises(ValueError, match="step_size='backtracking' .* callable expectation"):
         vi.fbgvi(lp, expectation=lambda key, q: (q.mean, jnp.eye(3)))

@@ -52,10 +52,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from samplers.base import (Algorithm, Bound, StepSize, as_float, check_positive,
-                           check_scalar_logdensity, with_params)
+from samplers.base import Algorithm, Bound, StepSize, as_float, with_params
 from samplers.run import run
 from samplers.trace import Trace
+from samplers.validation import (check_choice, check_int, check_positive,
+                                 check_scalar_logdensity, is_concrete)
 
 from .gaussian import Gaussian, check_gaussian
 
@@ -157,22 +158,11 @@ def _call(logdensity_fn, x, batch):
 
 # ---------------------------------------------------------------------- validation
 
-def _positive_int(name, value, minimum=1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_choice(name, value, choices):
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
-
-
 def _check_logdensity(logdensity_fn, dim):
     if not callable(logdensity_fn):
         raise TypeError(f"logdensity_fn must be callable, got {type(logdensity_fn).__name__}")
     if dim is not None:
-        _positive_int("dim", dim)
+        check_int("dim", dim)
 
 
 def _takes_batch(logdensity_fn) -> bool:
@@ -278,7 +268,7 @@ def default_step_size(logdensity_fn: Callable, q0: Gaussian, factor: float = DEF
         raise ValueError(f"factor must lie in (0, 1] (the stability condition h <= 1/L), "
                          f"got {factor!r}")
     L = _curvature(logdensity_fn, q0.mean)
-    if isinstance(L, jax.core.Tracer):
+    if not is_concrete(L):
         return factor / L
     L = float(L)
     if not (math.isfinite(L) and L > 0):
@@ -510,11 +500,11 @@ def _build(logdensity_fn, step_size, method, name, expectation, num_samples, num
            hessian, dim, antithetic=False, max_step_size=None):
     _check_logdensity(logdensity_fn, dim)
     if not callable(expectation):
-        _check_choice("expectation", expectation, EXPECTATIONS)
+        check_choice("expectation", expectation, EXPECTATIONS)
     rule, h = _step_rule(step_size, method, expectation)
-    _check_choice("hessian", hessian, HESSIANS)
-    num_samples = _positive_int("num_samples", num_samples)
-    num_points = _positive_int("num_points", num_points)
+    check_choice("hessian", hessian, HESSIANS)
+    num_samples = check_int("num_samples", num_samples)
+    num_points = check_int("num_points", num_points)
     if antithetic is None:
         antithetic = expectation == "monte_carlo" and num_samples % 2 == 0 and method == "fb" \
             and name == "fbgvi"
@@ -528,10 +518,8 @@ def _build(logdensity_fn, step_size, method, name, expectation, num_samples, num
         if rule != "backtracking":
             raise ValueError("max_step_size bounds the 'backtracking' rule only; got "
                              f"step_size={step_size!r}")
-        if not (isinstance(max_step_size, (int, float, np.floating, np.integer))
-                and not isinstance(max_step_size, bool) and max_step_size > 0):
-            raise ValueError(f"max_step_size must be a positive number (inf: no ceiling), "
-                             f"got {max_step_size!r}")
+        if max_step_size != math.inf:  # inf: no ceiling
+            check_positive("max_step_size", max_step_size)
     if expectation == "exact_gaussian" and hessian == "stein":
         raise ValueError("hessian='stein' needs random or quadrature nodes; with "
                          "expectation='exact_gaussian' use hessian='exact'")
@@ -741,7 +729,7 @@ def reparam_vi(logdensity_fn: Callable, optimizer=None, *, step_size: float = 1e
     """
     _check_logdensity(logdensity_fn, dim)
     check_positive("step_size", step_size)
-    num_samples = _positive_int("num_samples", num_samples)
+    num_samples = check_int("num_samples", num_samples)
     if optimizer is not None and not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
         raise TypeError(f"optimizer must be an optax GradientTransformation, got "
                         f"{type(optimizer).__name__}")
@@ -761,7 +749,7 @@ def reparam_vi(logdensity_fn: Callable, optimizer=None, *, step_size: float = 1e
 def minibatch_logdensity(logprior_fn: Callable, loglik_fn: Callable, data_size: int) -> Callable:
     """``(x, batch) -> log prior(x) + (N / n) sum_{i in batch} loglik(x, datum_i)``, an
     unbiased estimate of log pi(x) from a minibatch of n of the N data (for :func:`sfbgvi`)."""
-    data_size = _positive_int("data_size", data_size)
+    data_size = check_int("data_size", data_size)
 
     def logdensity_fn(x, batch):
         lik = jax.vmap(loglik_fn, in_axes=(None, 0))(x, batch)
@@ -787,8 +775,8 @@ def fit(key, algorithm: Algorithm, q0: Gaussian, num_steps: int,
     ``q, trace = vi.fit(key, vi.fbgvi(logdensity_fn), q0, 500)`` is
     ``trace = samplers.run(key, algorithm, q0, 500, **run_options)`` (one chain) with
     ``q = trace.final_state.position`` without its chain axis, after ``q0`` was checked
-    outside ``jit`` (finite, symmetric positive definite; inside ``run`` only its shapes
-    are). ``run_options`` are :func:`samplers.run`'s (``thin``, ``batches``,
+    outside ``jit`` (finite, symmetric positive definite: a ValueError here, where inside
+    ``run`` the same check stops the compiled program with a ``jax.errors.JaxRuntimeError``). ``run_options`` are :func:`samplers.run`'s (``thin``, ``batches``,
     ``on_nonfinite``, ``progress``, ``checkpoint``, ...); ``trace.positions`` holds the
     Gaussian after every ``thin``-th step, (1, num_steps // thin) leading axes.
     """
@@ -811,7 +799,7 @@ def elbo(key, logdensity_fn: Callable, q: Gaussian, num_draws: int = 64) -> jax.
     u_i ~ N(0, I) shared by all the Gaussians (common random numbers: a smooth curve over a
     trace).
     """
-    num_draws = _positive_int("num_draws", num_draws)
+    num_draws = check_int("num_draws", num_draws)
     u = jax.random.normal(key, (num_draws, q.mean.shape[-1]), q.mean.dtype)
     return _elbo(logdensity_fn, q, u)
 

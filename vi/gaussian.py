@@ -19,6 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import solve_triangular
 
+from samplers.validation import check_int, check_traced, is_concrete
+
 __all__ = ["Gaussian", "check_gaussian", "psd_sqrt"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -47,9 +49,7 @@ class Gaussian(NamedTuple):
     @classmethod
     def standard(cls, d: int, dtype=None) -> "Gaussian":
         """N(0, I_d) (float32 unless ``dtype`` or JAX's x64 mode says otherwise)."""
-        if isinstance(d, bool) or int(d) != d or d < 1:
-            raise ValueError(f"d must be a positive integer, got {d!r}")
-        d = int(d)
+        d = check_int("d", d)
         dtype = dtype or jnp.zeros(()).dtype
         return cls(jnp.zeros(d, dtype), jnp.eye(d, dtype=dtype))
 
@@ -148,7 +148,7 @@ class Gaussian(NamedTuple):
         """
         from samplers.trace import from_dict, named_leaves
 
-        if not (isinstance(self.mean, jax.core.Tracer) or isinstance(self.scale, jax.core.Tracer)):
+        if is_concrete(self.mean) and is_concrete(self.scale):
             if not (np.all(np.isfinite(np.asarray(self.mean)))
                     and np.all(np.isfinite(np.asarray(self.scale)))):
                 raise ValueError(
@@ -226,8 +226,9 @@ def check_gaussian(name: str, q, dim: Optional[int] = None) -> None:
     Checks: a :class:`Gaussian`; ``mean`` of shape (d,) (``d == dim`` when given); ``scale``
     of shape (d, d); and, when the entries are concrete, finite entries and
     ``scale @ scale.T`` symmetric positive definite (the smallest singular value of
-    ``scale`` above d * eps(dtype) times the largest). Shapes are checked under ``jit`` and
-    ``vmap`` too (inside ``samplers.run``, per chain); values only outside.
+    ``scale`` above d * eps(dtype) times the largest). Under ``jit`` and ``vmap`` (inside
+    ``samplers.run``, per chain) the values are checked on the host when the program reaches
+    the check (:func:`samplers.validation.check_traced`).
     """
     if not isinstance(q, Gaussian):
         raise TypeError(f"{name} must be a vi.Gaussian (e.g. vi.Gaussian.standard(d) or "
@@ -240,13 +241,16 @@ def check_gaussian(name: str, q, dim: Optional[int] = None) -> None:
         raise ValueError(f"{name} has dimension {d}, but the target has dimension {dim}")
     if scale_shape != (d, d):
         raise ValueError(f"{name}.scale must have shape ({d}, {d}), got {scale_shape}")
-    if isinstance(q.mean, jax.core.Tracer) or isinstance(q.scale, jax.core.Tracer):
-        return
-    m, s = np.asarray(q.mean), np.asarray(q.scale)
+    check_traced(functools.partial(_check_values, name), q.mean, q.scale)
+
+
+def _check_values(name: str, mean, scale) -> None:
+    """The value part of :func:`check_gaussian`, on the host."""
+    m, s = np.asarray(mean), np.asarray(scale)
     if not (np.all(np.isfinite(m)) and np.all(np.isfinite(s))):
         raise ValueError(f"{name} must be finite, got non-finite entries in mean or scale")
     sv = np.linalg.svd(s.astype(np.float64), compute_uv=False)
     eps = np.finfo(s.dtype).eps if np.issubdtype(s.dtype, np.floating) else np.finfo(float).eps
-    if not sv.min() > d * eps * sv.max():
+    if not sv.min() > m.shape[0] * eps * sv.max():
         raise ValueError(f"{name}'s covariance must be symmetric positive definite, got "
                          f"smallest eigenvalue {sv.min() ** 2:.3g} (largest {sv.max() ** 2:.3g})")

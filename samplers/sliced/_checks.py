@@ -11,15 +11,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..base import check_key
+from ..validation import check_choice, check_int, check_key, is_concrete
 
-CONTROL_VARIATES = (None, "lower", "upper")
+CONTROL_VARIATES = ("lower", "upper")  # or None
 COEFFICIENTS = ("ols", "reference", "crossfit")
 SCHEMES = ("mc", "orthogonal", "qmc")
-
-
-def _is_concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
 
 
 def _check_points(name: str, x) -> jax.Array:
@@ -38,7 +34,7 @@ def _check_points(name: str, x) -> jax.Array:
         raise ValueError(f"{name} must have dimension d >= 1, got shape {x.shape}")
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.result_type(float))
-    if _is_concrete(x) and not bool(jnp.all(jnp.isfinite(x))):
+    if is_concrete(x) and not bool(jnp.all(jnp.isfinite(x))):
         raise ValueError(f"{name} must be finite, got NaN or infinite entries")
     return x
 
@@ -54,19 +50,13 @@ def _check_weights(name: str, w, points_name: str, points: jax.Array):
                          f"{points_name}), got shape {w.shape}")
     if not jnp.issubdtype(w.dtype, jnp.floating):
         w = w.astype(points.dtype)
-    if _is_concrete(w):
+    if is_concrete(w):
         arr = np.asarray(w)
         if not np.all(np.isfinite(arr)) or np.any(arr < 0):
             raise ValueError(f"{name} must be finite and >= 0, got min {np.nanmin(arr)!r}")
         if np.any(arr.sum(-1) <= 0):
             raise ValueError(f"{name} must have a positive sum, got {arr.sum(-1)!r}")
     return w
-
-
-def _check_num_projections(num_projections) -> None:
-    if not isinstance(num_projections, (int, np.integer)) or isinstance(num_projections, bool) \
-            or num_projections < 1:
-        raise ValueError(f"num_projections must be an integer >= 1, got {num_projections!r}")
 
 
 def _check_p(p) -> None:
@@ -76,18 +66,14 @@ def _check_p(p) -> None:
         raise ValueError(f"p must be a finite number >= 1, got {p!r}")
 
 
-def _check_choice(name: str, value, choices: tuple) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-
-
 def _check_options(num_projections, p, control_variate, coefficient, scheme) -> None:
     """The options shared by the estimators and the flow."""
-    _check_num_projections(num_projections)
+    check_int("num_projections", num_projections)
     _check_p(p)
-    _check_choice("control_variate", control_variate, CONTROL_VARIATES)
-    _check_choice("coefficient", coefficient, COEFFICIENTS)
-    _check_choice("scheme", scheme, SCHEMES)
+    if control_variate is not None:
+        check_choice("control_variate", control_variate, CONTROL_VARIATES)
+    check_choice("coefficient", coefficient, COEFFICIENTS)
+    check_choice("scheme", scheme, SCHEMES)
 
 
 def _check_key(key) -> jax.Array:

@@ -9,7 +9,8 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from ..base import Algorithm, check_positive
+from ..base import Algorithm
+from ..validation import check_positive
 from ._checks import _check_options, _check_points, _check_weights
 from .estimators import MIN_CV_PROJECTIONS, _estimate_pair, _root, _summarise, _terms
 from .projections import _directions

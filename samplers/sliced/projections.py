@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import ndtri
 
-from ._checks import SCHEMES, _check_choice, _check_key, _check_num_projections
+from ..validation import check_choice, check_int
+from ._checks import SCHEMES, _check_key
 
 __all__ = ["directions"]
 
@@ -91,8 +92,8 @@ def directions(key, num_projections: int, dim: int, scheme: str = "mc",
     Returns:
       (L, d) array of unit vectors.
     """
-    _check_num_projections(num_projections)
-    _check_choice("scheme", scheme, SCHEMES)
+    check_int("num_projections", num_projections)
+    check_choice("scheme", scheme, SCHEMES)
     if not isinstance(dim, (int, np.integer)) or dim < 1:
         raise ValueError(f"dim must be an integer >= 1, got {dim!r}")
     dtype = jnp.result_type(float) if dtype is None else dtype

@@ -24,17 +24,16 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..base import Algorithm, check_key
+from ..base import Algorithm, Array, PyTree
+from ..validation import (NonFiniteError, check_choice, check_int, check_key, check_on_nonfinite,
+                          check_traced)
 from .models import check_inputs
-
-Array = jax.Array
-PyTree = Any
 
 RESAMPLING = ("multinomial", "stratified", "systematic")
 BACKWARD = ("auto", "exact", "rejection")
@@ -43,8 +42,9 @@ _UNROLLED_ROUNDS = 2  # of which the first are unrolled, over all draws
 _EXACT_BLOCK_ENTRIES = 2 ** 20  # rows x particles of one block of exact backward logits
 
 
-class WeightError(FloatingPointError):
-    """The particle weights at some time step are NaN, +inf, or all zero."""
+class WeightError(NonFiniteError):
+    """The particle weights at some time step are NaN, +inf, or all zero: the non-finite
+    failure of a particle filter, under ``on_nonfinite="raise"``."""
 
 
 # ------------------------------------------------------------------------- resampling
@@ -80,7 +80,7 @@ def resample(key: Array, log_weights: Array, num: int, scheme: str = "systematic
     elif scheme == "systematic":
         u = (jnp.arange(num) + jax.random.uniform(key, ())) / num
     else:
-        raise ValueError(f"resampling must be one of {RESAMPLING}, got {scheme!r}")
+        check_choice("resampling", scheme, RESAMPLING)
     return _inverse_cdf(_unnormalised_cdf(log_weights), u)
 
 
@@ -315,8 +315,7 @@ def _trace_back(key, xs, indices, log_w_last):
 # ---------------------------------------------------------------------- validation
 
 def _resolve_backward(model, backward):
-    if backward not in BACKWARD:
-        raise ValueError(f"backward must be one of {BACKWARD}, got {backward!r}")
+    check_choice("backward", backward, BACKWARD)
     bound = getattr(model, "log_transition_bound", None)
     if backward == "rejection" and bound is None:
         raise ValueError("backward='rejection' needs model.log_transition_bound (sup log q); "
@@ -326,41 +325,59 @@ def _resolve_backward(model, backward):
     return backward
 
 
-def _check_num_backward(num_backward):
-    if not isinstance(num_backward, (int, np.integer)) or num_backward < 1:
-        raise ValueError(f"num_backward must be an int >= 1, got {num_backward!r}")
+def _raise_weight_error(nonfinite_step):
+    """Raise :class:`WeightError` naming the first time step (and replicate) whose weights
+    failed, given the (replicates,) or scalar first failing steps (-1: none)."""
+    first = np.atleast_1d(np.asarray(nonfinite_step))
+    failed = np.flatnonzero(first >= 0)
+    if failed.size:
+        r = int(failed[0])
+        where = f" (replicate {r})" if np.ndim(nonfinite_step) else ""
+        raise WeightError(f"the log-weights at time step {int(first[r])}{where} are NaN, +inf or "
+                          "all -inf (no particle explains that observation); check the model's "
+                          "observation_logpdf and the observation at that step, or pass "
+                          "on_nonfinite='flag' to get the result with result.nonfinite_step")
 
 
-def _raise_on_failure(steps: _Step, model):
-    """Host-side checks of a concrete sweep: degenerate weights, a wrong transition bound."""
-    if isinstance(steps.bad, jax.core.Tracer):
-        return
-    bad = np.flatnonzero(np.asarray(steps.bad))
-    if bad.size:
-        raise WeightError(f"the log-weights at time step {int(bad[0])} are NaN, +inf or all -inf "
-                          "(no particle explains that observation); check the model's "
-                          "observation_logpdf and the observation at that step")
-    excess = float(np.max(np.asarray(steps.excess)))
-    if excess > 0 and excess > 1e-4 * (1.0 + abs(float(model.log_transition_bound))):
-        raise ValueError(f"model.log_transition_bound = {float(model.log_transition_bound)} is "
+def _raise_on_loose_bound(excess, log_transition_bound):
+    excess = float(np.max(np.asarray(excess)))
+    if excess > 0 and excess > 1e-4 * (1.0 + abs(float(log_transition_bound))):
+        raise ValueError(f"model.log_transition_bound = {float(log_transition_bound)} is "
                          f"not an upper bound: log q(x, x') reached it + {excess:.3g}; "
                          "fix the bound or use backward='exact'")
+
+
+def _check_sweep(steps: _Step, model, on_nonfinite: str = "raise") -> Array:
+    """Checks of a sweep's summaries, on the host (through a callback when traced):
+    degenerate weights (raised under ``on_nonfinite="raise"``), a wrong transition bound.
+    Returns the first time step whose weights failed, -1 if none (per replicate)."""
+    nonfinite_step = jnp.where(jnp.any(steps.bad, axis=-1), jnp.argmax(steps.bad, axis=-1),
+                               -1).astype(jnp.int32)
+    if on_nonfinite == "raise":
+        check_traced(_raise_weight_error, nonfinite_step)
+    bound = getattr(model, "log_transition_bound", None)
+    if bound is not None:
+        check_traced(_raise_on_loose_bound, steps.excess, bound)
+    return nonfinite_step
 
 
 # ------------------------------------------------------------------------ public API
 
 class FilterResult(NamedTuple):
     """Bootstrap filter output: log L-hat (unbiased in L, so E log L-hat < log L by about
-    Var(log L-hat) / 2), its per-step terms, filtering means and effective sample sizes."""
+    Var(log L-hat) / 2), its per-step terms, filtering means and effective sample sizes, and
+    the first time step whose weights were NaN, +inf or all zero (-1: none; with
+    ``on_nonfinite="flag"``, the outputs from that step on are not to be trusted)."""
 
     log_likelihood: Array
     log_likelihood_increments: Array
     filtering_means: Array
     ess: Array
+    nonfinite_step: Array
 
 
-def particle_filter(key, model, ys, num_particles: int, resampling: str = "systematic"
-                    ) -> FilterResult:
+def particle_filter(key, model, ys, num_particles: int, resampling: str = "systematic", *,
+                    on_nonfinite: str = "raise") -> FilterResult:
     """Run the bootstrap particle filter on ``ys`` (rows y_0..y_{T-1}).
 
     Args:
@@ -370,39 +387,45 @@ def particle_filter(key, model, ys, num_particles: int, resampling: str = "syste
       ys: observations, leading axis = time.
       num_particles: N >= 2.
       resampling: "systematic" (default), "stratified" or "multinomial", at every step.
+      on_nonfinite: "raise" (default: a :class:`WeightError`, a
+        :class:`samplers.NonFiniteError`, naming the first time step whose weights are NaN,
+        +inf or all zero) or "flag" (return the result, with that step in
+        ``nonfinite_step``), the policy of ``samplers.run``.
     """
     check_key("key", key, "particle_filter(key, model, ys, num_particles)", batched=True)
     ys = check_inputs(model, ys, num_particles)
-    if resampling not in RESAMPLING:
-        raise ValueError(f"resampling must be one of {RESAMPLING}, got {resampling!r}")
+    check_choice("resampling", resampling, RESAMPLING)
+    check_on_nonfinite(on_nonfinite)
     steps, _ = _run_sweeps(model, ys, key, additive_fn=None, initial_fn=None,
                            num_particles=num_particles, num_backward=1, backward="exact",
                            resampling=resampling, keep_history=False)
-    _raise_on_failure(steps, model)
+    nonfinite_step = _check_sweep(steps, model, on_nonfinite)
     return FilterResult(jnp.sum(steps.log_increment, axis=-1), steps.log_increment, steps.mean,
-                        steps.ess)
+                        steps.ess, nonfinite_step)
 
 
 class ParisResult(NamedTuple):
     """PaRIS output: the smoothed additive functional E[h(x_{0:T-1}) | y_{0:T-1}], its online
     values E[h_t | y_{0:t}] at every t, the filter's outputs, and the mean number of
-    accept-reject proposals per backward draw (0 with exact draws)."""
+    accept-reject proposals per backward draw (0 with exact draws), and the first time step
+    whose weights failed (-1: none), as in :class:`FilterResult`."""
 
     estimate: PyTree
     online_estimates: PyTree
     log_likelihood: Array
     filtering_means: Array
     proposals_per_draw: Array
+    nonfinite_step: Array
 
 
 def paris(key, model, ys, additive_fn: Callable, num_particles: int, num_backward: int = 2, *,
           initial_fn: Optional[Callable] = None, backward: str = "auto",
-          resampling: str = "systematic") -> ParisResult:
+          resampling: str = "systematic", on_nonfinite: str = "raise") -> ParisResult:
     """PaRIS estimate of E[sum_t h~_t(x_t, x_{t+1}) | y] ([Olsson2017, Alg. 2]).
 
     Args:
-      key, model, ys, num_particles, resampling: as in :func:`particle_filter` (an array
-        of keys gives replicates).
+      key, model, ys, num_particles, resampling, on_nonfinite: as in :func:`particle_filter`
+        (an array of keys gives replicates).
       additive_fn: ``additive_fn(t, x_t, x_{t+1}) -> pytree`` of arrays, the term h~_t for
         t = 0..T-2; jit-traceable. Build it once (it is a compile-cache key).
       num_backward: Ñ backward draws per particle and step (2 is the paper's advice; 1
@@ -415,30 +438,31 @@ def paris(key, model, ys, additive_fn: Callable, num_particles: int, num_backwar
     """
     check_key("key", key, "paris(key, model, ys, additive_fn, num_particles)", batched=True)
     ys = check_inputs(model, ys, num_particles)
-    _check_num_backward(num_backward)
-    if resampling not in RESAMPLING:
-        raise ValueError(f"resampling must be one of {RESAMPLING}, got {resampling!r}")
+    check_int("num_backward", num_backward)
+    check_choice("resampling", resampling, RESAMPLING)
+    check_on_nonfinite(on_nonfinite)
     steps, _ = _run_sweeps(model, ys, key, additive_fn=additive_fn, initial_fn=initial_fn,
                            num_particles=num_particles, num_backward=num_backward,
                            backward=_resolve_backward(model, backward), resampling=resampling,
                            keep_history=False)
-    _raise_on_failure(steps, model)
+    nonfinite_step = _check_sweep(steps, model, on_nonfinite)
     time_axis = jnp.ndim(key)  # 1 for replicates
     final = jax.tree.map(lambda a: jnp.take(a, -1, axis=time_axis), steps.estimate)
     draws = num_particles * num_backward * (ys.shape[0] - 1)
     return ParisResult(final, steps.estimate, jnp.sum(steps.log_increment, axis=-1), steps.mean,
-                       jnp.sum(steps.proposals, axis=-1) / max(draws, 1))
+                       jnp.sum(steps.proposals, axis=-1) / max(draws, 1), nonfinite_step)
 
 
 def initial_path(key, model, ys, num_particles: int = 100) -> Array:
     """A path x_{0:T-1} for the first PPG sweep: a bootstrap filter and one backward draw
-    through its genealogy (any path is valid; a likely one shortens the burn-in)."""
+    through its genealogy (any path is valid; a likely one shortens the burn-in). Raises
+    :class:`WeightError` when the filter's weights fail (there is no path to return)."""
     check_key("key", key, "initial_path(key, model, ys)", batched=False)
     ys = check_inputs(model, ys, num_particles)
     steps, path = _sweep(model, ys, key, None, additive_fn=None, initial_fn=None,
                          num_particles=num_particles, num_backward=1, backward="exact",
                          resampling="systematic", keep_history=True)
-    _raise_on_failure(steps, model)
+    _check_sweep(steps, model)
     return path
 
 
@@ -483,9 +507,8 @@ def ppg(model, ys, additive_fn: Callable, num_particles: int, num_backward: int 
     Args: as :func:`paris`; ``burn_in`` (k0) sweeps are left out of the average.
     """
     ys = check_inputs(model, ys, num_particles)
-    _check_num_backward(num_backward)
-    if not isinstance(burn_in, (int, np.integer)) or burn_in < 0:
-        raise ValueError(f"burn_in must be an int >= 0, got {burn_in!r}")
+    check_int("num_backward", num_backward)
+    check_int("burn_in", burn_in, minimum=0)
     mode = _resolve_backward(model, backward)
     T = ys.shape[0]
 

@@ -12,10 +12,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ..base import check_key
+from ..base import Array
+from ..validation import check_key
 from .models import LinearGaussian, _mvn_logpdf
 
-Array = jax.Array
 
 
 class KalmanFilterResult(NamedTuple):

@@ -15,18 +15,18 @@ again an additive functional, which decreases KL(p(. | y) || q_lambda).
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..base import check_key
+from ..base import PyTree
+from ..validation import NonFiniteError, check_choice, check_int, check_key, check_on_nonfinite
 from .models import check_inputs
-from .filtering import _check_num_backward, _resolve_backward, _sweep, conditional_sweep, initial_path
+from .filtering import _resolve_backward, _sweep, conditional_sweep, initial_path
 
-PyTree = Any
 METHODS = ("mle", "score_climbing")
 ESTIMATORS = ("ppg", "paris")
 
@@ -40,11 +40,13 @@ class VariationalMarkov(NamedTuple):
 
 
 class FitResult(NamedTuple):
-    """Final parameters, their values after every iteration, and the gradient estimates."""
+    """Final parameters, their values after every iteration, the gradient estimates, and the
+    first iteration whose gradient estimate was not finite (-1: none)."""
 
     params: PyTree
     params_history: PyTree
     gradient_history: PyTree
+    nonfinite_step: int = -1
 
 
 def fisher_score_fns(model_family: Callable, params: PyTree, ys):
@@ -83,7 +85,8 @@ def _score_climbing_fns(model_family, variational, params, ys):
 def fit(key, model_family: Callable, ys, params0: PyTree, *, method: str = "mle",
         estimator: str = "ppg", optimizer: Optional[optax.GradientTransformation] = None,
         num_iterations: int = 500, num_particles: int = 32, num_backward: int = 2,
-        variational: Optional[VariationalMarkov] = None, backward: str = "auto") -> FitResult:
+        variational: Optional[VariationalMarkov] = None, backward: str = "auto",
+        on_nonfinite: str = "raise") -> FitResult:
     """Learn parameters of a state-space model from ``ys`` by stochastic gradient ascent.
 
     Args:
@@ -104,16 +107,18 @@ def fit(key, model_family: Callable, ys, params0: PyTree, *, method: str = "mle"
         iteration (pass e.g. ``optax.adam(lambda k: 0.05 * (k + 1) ** -0.6)`` for a
         Robbins-Monro schedule).
       num_iterations, num_particles, num_backward: loop length, N and Ñ.
+      on_nonfinite: "raise" (default: a :class:`samplers.NonFiniteError` naming the first
+        iteration whose gradient estimate is not finite, the history up to it attached as
+        ``err.result``) or "flag" (return the whole history, with that iteration in
+        ``nonfinite_step``), the policy of ``samplers.run``.
 
     Returns:
-      :class:`FitResult`. Raises FloatingPointError naming the first iteration whose
-      gradient estimate is not finite (the history up to it is attached as ``.result``).
+      :class:`FitResult`.
     """
     check_key("key", key, "fit(key, model_family, ys, params0)")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    check_choice("method", method, METHODS)
+    check_choice("estimator", estimator, ESTIMATORS)
+    check_on_nonfinite(on_nonfinite)
     if method == "score_climbing":
         if not isinstance(variational, VariationalMarkov):
             raise ValueError("method='score_climbing' needs variational=VariationalMarkov(...), "
@@ -121,11 +126,10 @@ def fit(key, model_family: Callable, ys, params0: PyTree, *, method: str = "mle"
         if not (isinstance(params0, tuple) and len(params0) == 2):
             raise ValueError("method='score_climbing' needs params0 = (theta, lambda), got "
                              f"{type(params0).__name__}")
-    if not isinstance(num_iterations, (int, np.integer)) or num_iterations < 1:
-        raise ValueError(f"num_iterations must be an int >= 1, got {num_iterations!r}")
+    num_iterations = check_int("num_iterations", num_iterations)
     model0 = model_family(params0[0] if method == "score_climbing" else params0)
     ys = check_inputs(model0, ys, num_particles)
-    _check_num_backward(num_backward)
+    check_int("num_backward", num_backward)
     mode = _resolve_backward(model0, backward)
     if optimizer is None:
         optimizer = optax.adam(optax.polynomial_schedule(0.05, 0.0, 0.6, num_iterations + 1))
@@ -139,15 +143,16 @@ def fit(key, model_family: Callable, ys, params0: PyTree, *, method: str = "mle"
     finite = np.array([np.all(np.isfinite(np.asarray(leaf)).reshape(num_iterations, -1), axis=1)
                        for leaf in jax.tree.leaves(grads)]).all(axis=0)
     final = jax.tree.map(lambda a: a[-1], params_hist)
-    if not finite.all():
-        bad = int(np.flatnonzero(~finite)[0])
-        keep = jax.tree.map(lambda a: a[:bad], history)
-        last = jax.tree.map(lambda a: a[bad - 1], params_hist) if bad else params0
-        err = FloatingPointError(f"the gradient estimate at iteration {bad} is not finite; "
-                                 "the parameters before it are in err.result")
-        err.result = FitResult(last, *keep)
-        raise err
-    return FitResult(final, params_hist, grads)
+    if finite.all():
+        return FitResult(final, params_hist, grads)
+    bad = int(np.flatnonzero(~finite)[0])
+    if on_nonfinite == "flag":
+        return FitResult(final, params_hist, grads, bad)
+    keep = jax.tree.map(lambda a: a[:bad], history)
+    last = jax.tree.map(lambda a: a[bad - 1], params_hist) if bad else params0
+    raise NonFiniteError(f"the gradient estimate at iteration {bad} is not finite; the "
+                         "parameters before it are in err.result (or pass on_nonfinite='flag')",
+                         FitResult(last, *keep, bad))
 
 
 @functools.partial(jax.jit, static_argnames=("model_family", "optimizer", "method", "estimator", "num_iterations",

@@ -26,9 +26,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..base import check_key
+from ..base import Array
+from ..validation import check_int, check_key
 
-Array = jax.Array
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -162,6 +162,7 @@ def simulate(key: Array, model, num_steps: int):
     Needs an ``observation_sample(key, x)`` method (the ready-made models have one).
     """
     check_key("key", key, "simulate(key, model, num_steps)")
+    num_steps = check_int("num_steps", num_steps)
     k0, key = jax.random.split(key)
 
     def body(x, k):
@@ -177,12 +178,11 @@ def simulate(key: Array, model, num_steps: int):
 def check_inputs(model, ys, num_particles: int, name: str = "num_particles") -> Array:
     """Validate ``ys`` and the particle count against ``model``; return ``ys`` as an array.
 
-    Raises ValueError naming the argument: fewer than 2 particles, NaN observations,
-    observation rows the model cannot read, a transition that changes the state's shape.
+    Raises TypeError for a particle count that is not an integer, and ValueError naming the
+    argument for fewer than 2 particles, NaN observations, observation rows the model cannot
+    read, a transition that changes the state's shape.
     """
-    if not isinstance(num_particles, (int, np.integer)) or isinstance(num_particles, bool) \
-            or num_particles < 2:
-        raise ValueError(f"{name} must be an int >= 2, got {num_particles!r}")
+    check_int(name, num_particles, minimum=2)
     ys = jnp.asarray(ys)
     if ys.ndim == 0 or ys.shape[0] < 1:
         raise ValueError(f"ys must have a leading time axis with at least one row, got shape {ys.shape}")

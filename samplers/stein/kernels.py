@@ -35,7 +35,7 @@ from typing import Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from ..base import check_positive
+from ..validation import check_choice, check_int, check_positive
 
 __all__ = ["Kernel", "rbf", "imq", "HEURISTICS", "stein_direction", "pairwise_sqdist"]
 
@@ -72,13 +72,12 @@ class Kernel(NamedTuple):
         return median_bandwidth(x, self.heuristic, self.median_points)
 
 
-def _check_kernel_args(bandwidth, heuristic, median_points):
+def _check_kernel_args(bandwidth, heuristic, median_points) -> int:
+    """Check a kernel's arguments; return ``median_points`` as an int."""
     if bandwidth is not None:
         check_positive("bandwidth", bandwidth)
-    if heuristic not in HEURISTICS:
-        raise ValueError(f"heuristic must be one of {HEURISTICS}, got {heuristic!r}")
-    if not isinstance(median_points, int) or isinstance(median_points, bool) or median_points < 2:
-        raise ValueError(f"median_points must be an int >= 2, got {median_points!r}")
+    check_choice("heuristic", heuristic, HEURISTICS)
+    return check_int("median_points", median_points, minimum=2)
 
 
 def rbf(bandwidth: Optional[float] = None, *, heuristic: str = "median/log",
@@ -92,7 +91,7 @@ def rbf(bandwidth: Optional[float] = None, *, heuristic: str = "median/log",
         reference code's choice).
       median_points: largest number of particles the median is computed from.
     """
-    _check_kernel_args(bandwidth, heuristic, median_points)
+    median_points = _check_kernel_args(bandwidth, heuristic, median_points)
     return Kernel("rbf", lambda r2, h: jnp.exp(-r2 / h),
                   lambda r2, h: -jnp.exp(-r2 / h) / h, bandwidth, heuristic, median_points)
 
@@ -111,7 +110,7 @@ def imq(bandwidth: Optional[float] = None, *, beta: float = -0.5, heuristic: str
       heuristic: "median" (default) or "median/log".
       median_points: largest number of particles the median is computed from.
     """
-    _check_kernel_args(bandwidth, heuristic, median_points)
+    median_points = _check_kernel_args(bandwidth, heuristic, median_points)
     beta = float(beta)
     if not -1.0 < beta < 0.0:
         raise ValueError(f"beta must lie in (-1, 0), got {beta!r}")

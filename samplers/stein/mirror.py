@@ -31,6 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..validation import check_int
+
 __all__ = ["MirrorMap", "identity", "simplex_entropic", "orthant_entropic", "box_entropic",
            "box_log_barrier", "from_potential"]
 
@@ -230,8 +232,7 @@ def from_potential(psi: Callable, *, grad_psi: Optional[Callable] = None,
     """
     if not callable(psi):
         raise TypeError(f"psi must be a callable theta -> scalar, got {type(psi).__name__}")
-    if not isinstance(newton_steps, int) or newton_steps < 1:
-        raise ValueError(f"newton_steps must be an int >= 1, got {newton_steps!r}")
+    newton_steps = check_int("newton_steps", newton_steps)
     gpsi = grad_psi or jax.grad(psi)
     hess = jax.hessian(psi)
     inside = contains or (lambda t: jnp.all(jnp.isfinite(t)))

@@ -38,7 +38,9 @@ import optax
 from jax.flatten_util import ravel_pytree
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from ..base import Algorithm, PyTree, StepSize, as_float, check_positive, check_scalar_logdensity
+from ..base import Algorithm, PyTree, StepSize, as_float
+from ..validation import (check_bool, check_int, check_positive, check_scalar_logdensity,
+                          check_step_size, check_traced)
 from . import mirror as mirror_lib
 from .kernels import Kernel, Preconditioner, imq, rbf, stein_direction
 
@@ -106,10 +108,6 @@ def dirichlet_dual_logdensity(alpha) -> Callable:
 
 # ---------------------------------------------------------------------------- helpers
 
-def _is_concrete(tree) -> bool:
-    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(tree))
-
-
 def _flatten_particles(position):
     """(n, ...) pytree (float leaves: ``init`` converts integers first) -> ((n, D) array,
     unravel one particle)."""
@@ -140,7 +138,7 @@ def _make_optimizer(step_size, optimizer):
             raise TypeError("optimizer must be an optax GradientTransformation, got "
                             f"{type(optimizer).__name__}")
         return optimizer
-    check_positive("step_size", step_size, allow_callable=True)
+    check_step_size("step_size", step_size)
     return optax.scale_by_learning_rate(step_size)
 
 
@@ -151,17 +149,15 @@ def _check_kernel(kernel):
 
 
 def _check_block(block_size):
-    if not isinstance(block_size, int) or isinstance(block_size, bool) or block_size < 1:
-        raise ValueError(f"block_size must be an int >= 1, got {block_size!r}")
+    check_int("block_size", block_size)
 
 
 SVMD_MATRICES = 4
 
 
 def _check_max_particles(max_particles):
-    if max_particles is not None and (not isinstance(max_particles, int)
-                                      or isinstance(max_particles, bool) or max_particles < 2):
-        raise ValueError(f"max_particles must be an int >= 2 or None, got {max_particles!r}")
+    if max_particles is not None:
+        check_int("max_particles", max_particles, minimum=2)
 
 
 def _check_dense_size(name, n, max_particles, itemsize):
@@ -208,7 +204,8 @@ def _dual_scores(mm, logdensity_fn, dual_logdensity_fn, theta, eta):
 
 
 def _validate_particles(name, mm, theta, inside, scores):
-    """Concrete checks at init: finite, inside the domain, finite scores."""
+    """Checks at init, on the host: finite, inside the domain, finite scores (of concrete
+    arrays; through :func:`~samplers.validation.check_traced` when ``init`` is traced)."""
     x = np.asarray(theta)
     bad = np.where(~np.all(np.isfinite(x), axis=1))[0]
     if bad.size:
@@ -302,7 +299,8 @@ def _place_on(mesh: Mesh, position):
 
 
 def _mirrored(name, logdensity_fn, mm, kernel, step_size, optimizer, block_size,
-              dual_logdensity_fn, direction, pull_back=None, max_particles=None, mesh=None):
+              dual_logdensity_fn, direction, pull_back=None, max_particles=None, mesh=None,
+              throw=True):
     if not callable(logdensity_fn):
         raise TypeError(f"logdensity_fn must be a callable theta -> scalar, got "
                         f"{type(logdensity_fn).__name__}")
@@ -319,6 +317,8 @@ def _mirrored(name, logdensity_fn, mm, kernel, step_size, optimizer, block_size,
         raise ValueError(f"{name} takes no mesh: its step pulls back by the metric at every "
                          "particle, which the sharded direction does not compute")
     opt = _make_optimizer(step_size, optimizer)
+    check_bool("throw", throw)
+    score_name = "logdensity_fn" if dual_logdensity_fn is None else "dual_logdensity_fn"
 
     def init(position, key=None):
         position = as_float(position)  # integer/bool particles -> the default float dtype
@@ -334,11 +334,10 @@ def _mirrored(name, logdensity_fn, mm, kernel, step_size, optimizer, block_size,
             eta_one = jax.eval_shape(mm.grad_psi, theta[0])
             check_scalar_logdensity("dual_logdensity_fn", dual_logdensity_fn, eta_one,
                                     position_name="the dual coordinates of one particle")
-        if _is_concrete(theta):
+        if throw:  # on the host now, or by one callback when init is traced (inside run)
             eta, scores, inside = _checked_parts(theta, unravel)
-            _validate_particles(
-                "logdensity_fn" if dual_logdensity_fn is None else "dual_logdensity_fn", mm,
-                theta, inside, scores)
+            check_traced(functools.partial(_validate_particles, score_name, mm),
+                         theta, inside, scores)
         else:
             eta = jax.vmap(mm.grad_psi)(theta)
         return SteinState(position, eta, opt.init(eta))
@@ -402,7 +401,8 @@ def _mirrored(name, logdensity_fn, mm, kernel, step_size, optimizer, block_size,
 
 
 def svgd(logdensity_fn: Callable, *, kernel: Optional[Kernel] = None, step_size=None,
-         optimizer=None, block_size: int = 256, mesh: Optional[Mesh] = None) -> Algorithm:
+         optimizer=None, block_size: int = 256, mesh: Optional[Mesh] = None,
+         throw: bool = True) -> Algorithm:
     """Stein variational gradient descent [Liu2016, Algorithm 1 and eq. 8]:
 
         x_i <- x_i + eps (1/n) sum_j [k(x_j, x_i) grad log p(x_j) + grad_{x_j} k(x_j, x_i)],
@@ -421,6 +421,10 @@ def svgd(logdensity_fn: Callable, *, kernel: Optional[Kernel] = None, step_size=
         Each device evaluates the scores of its particles and the interaction of its rows
         with all n (an all-gather of the particles and scores per step); the result equals
         the unsharded step up to float round-off.
+      throw: check the initial particles in ``init`` (finite, inside the mirror map's
+        domain, finite scores; ValueError naming the particle), also when ``init`` is traced
+        inside ``samplers.run``, by one host callback
+        (:func:`samplers.validation.check_traced`); False leaves the check out.
 
     Returns ``Algorithm(init, step)``; ``init(position (n, ...), key=None) -> SteinState``,
     ``step(key, state, batch=None) -> (SteinState, SteinInfo)`` (deterministic: ``key``
@@ -433,13 +437,13 @@ def svgd(logdensity_fn: Callable, *, kernel: Optional[Kernel] = None, step_size=
         return stein_direction(theta, scores, kernel, h, None, block_size, rows)
 
     return _mirrored("svgd", logdensity_fn, mm, kernel, step_size, optimizer, block_size,
-                     None, direction, mesh=mesh)
+                     None, direction, mesh=mesh, throw=throw)
 
 
 def msvgd(logdensity_fn: Callable, mirror_map: mirror_lib.MirrorMap, *,
           kernel: Optional[Kernel] = None, step_size=None, optimizer=None,
           block_size: int = 256, dual_logdensity_fn: Optional[Callable] = None,
-          mesh: Optional[Mesh] = None) -> Algorithm:
+          mesh: Optional[Mesh] = None, throw: bool = True) -> Algorithm:
     """Mirrored SVGD [Shi2022, eq. 9] (K = k I, kernel on theta):
 
         eta_i <- eta_i + eps (1/n) sum_j [k(theta_j, theta_i) s_H(theta_j)
@@ -456,6 +460,7 @@ def msvgd(logdensity_fn: Callable, mirror_map: mirror_lib.MirrorMap, *,
         gradient replaces s_H: numerically exact near the boundary (e.g.
         :func:`dirichlet_dual_logdensity`).
       mesh: split the particles over a mesh's first axis, as in :func:`svgd`.
+      throw: check the initial particles, also inside ``samplers.run``, as in :func:`svgd`.
 
     ``init`` takes theta (n, d) strictly inside the domain (checked when concrete).
     """
@@ -467,14 +472,14 @@ def msvgd(logdensity_fn: Callable, mirror_map: mirror_lib.MirrorMap, *,
                                _preconditioner(mirror_map, theta, centred), block_size, rows)
 
     return _mirrored("msvgd", logdensity_fn, mirror_map, kernel, step_size, optimizer,
-                     block_size, dual_logdensity_fn, direction, mesh=mesh)
+                     block_size, dual_logdensity_fn, direction, mesh=mesh, throw=throw)
 
 
 def svmd(logdensity_fn: Callable, mirror_map: mirror_lib.MirrorMap, *,
          kernel: Optional[Kernel] = None, step_size=None, optimizer=None,
          threshold: Optional[float] = 0.98, jitter: float = 1e-5,
          dual_logdensity_fn: Optional[Callable] = None, block_size: int = 256,
-         max_particles: Optional[int] = 10_000) -> Algorithm:
+         max_particles: Optional[int] = 10_000, throw: bool = True) -> Algorithm:
     """Stein variational mirror descent [Shi2022, eq. 11, Algorithm 2]:
     the mirrored step with the adaptive kernel
     K_t(theta, theta') = (1/n) sum_m k^{1/2}(theta, theta_m) hess psi(theta_m) k^{1/2}(theta_m, theta')
@@ -490,6 +495,7 @@ def svmd(logdensity_fn: Callable, mirror_map: mirror_lib.MirrorMap, *,
       block_size: rows per block of the MSVGD-type repulsion inside the step.
       max_particles: ``init`` raises a ValueError for more particles than this (None: no
         limit), naming n, the memory and the alternative (:func:`msvgd`).
+      throw: check the initial particles, also inside ``samplers.run``, as in :func:`svgd`.
 
     Memory and time: the square-root kernel comes from the eigenpairs of the n x n Gram
     matrix (paper, Algorithm 2), so each step holds about ``SVMD_MATRICES`` = 4 dense
@@ -513,13 +519,15 @@ def svmd(logdensity_fn: Callable, mirror_map: mirror_lib.MirrorMap, *,
                               block_size)
 
     return _mirrored("svmd", logdensity_fn, mirror_map, kernel, step_size, optimizer,
-                     block_size, dual_logdensity_fn, direction, max_particles=max_particles)
+                     block_size, dual_logdensity_fn, direction, max_particles=max_particles,
+                     throw=throw)
 
 
 def svng(logdensity_fn: Callable, metric_fn: Callable, *, kernel: Optional[Kernel] = None,
          step_size=None, optimizer=None, threshold: Optional[float] = 0.98,
          jitter: float = 1e-5, div_inv_metric_fn: Optional[Callable] = None,
-         block_size: int = 256, max_particles: Optional[int] = 10_000) -> Algorithm:
+         block_size: int = 256, max_particles: Optional[int] = 10_000,
+         throw: bool = True) -> Algorithm:
     """Stein variational natural gradient [Shi2022, section 4.3]: SVMD with
     hess psi replaced by a positive-definite metric G(theta) on R^d, and the step taken in
     theta by the natural-gradient pull-back
@@ -534,7 +542,7 @@ def svng(logdensity_fn: Callable, metric_fn: Callable, *, kernel: Optional[Kerne
       metric_fn: theta (d,) -> (d, d) positive-definite G (e.g. Fisher information + prior
         precision of a Bayesian logistic regression).
       kernel: default :func:`~samplers.stein.kernels.rbf` (as the reference's LR experiment).
-      step_size / optimizer, threshold, jitter, block_size, max_particles: as in
+      step_size / optimizer, threshold, jitter, block_size, max_particles, throw: as in
         :func:`svmd` (the same dense n x n ``eigh`` and memory bound; for more particles
         use :func:`svgd`).
       div_inv_metric_fn: theta -> div(G^{-1})(theta), (d,); default: ``jax.jacfwd``.
@@ -571,7 +579,7 @@ def svng(logdensity_fn: Callable, metric_fn: Callable, *, kernel: Optional[Kerne
         return jax.vmap(mm.inv_hess_mul)(theta, g)
 
     return _mirrored("svng", logdensity_fn, mm, kernel, step_size, optimizer, block_size, None,
-                     direction, pull_back, max_particles)
+                     direction, pull_back, max_particles, throw=throw)
 
 
 # ---------------------------------------------------------------------------- export
