@@ -26,8 +26,8 @@ import pytest
 import diffusion
 from diffusion import scores, solvers
 from diffusion.verify import T_MIN, T_START, draw_prior, fitted_order, gaussian_data
+from mc import assert_within, se_mean, slope
 
-Z = 5.0
 VP = diffusion.VPSDE()
 
 # ---------------------------------------------------------------------------------- orders
@@ -65,8 +65,7 @@ def test_order_on_the_exact_gaussian_flow(order_errors, solver):
     errors = order_errors[solver]
     fitted = fitted_order(STEPS, errors)
     local = -np.diff(np.log(errors)) / np.diff(np.log(STEPS))
-    (_, _), cov = np.polyfit(np.log(STEPS), np.log(errors), 1, cov=True)
-    tol = np.ptp(local) + 3.0 * math.sqrt(cov[0, 0])
+    tol = np.ptp(local) + 3.0 * slope(STEPS, errors)[1]
     order = solvers.SOLVER_INFO[solver].order
     assert abs(fitted - order) <= tol, (solver, fitted, tol, local, errors)
 
@@ -211,9 +210,8 @@ def test_stochastic_solver_law_on_gaussian_data(solver, kind):
                                            solver=solver, time_grid=ts))
     mean, var = exact_law(solver, ts)
     sq = (x - mean) ** 2
-    z = np.concatenate([(x.mean(0) - mean) / (x.std(0, ddof=1) / math.sqrt(N)),
-                        (sq.mean(0) - var) / (sq.std(0, ddof=1) / math.sqrt(N))])
-    assert np.abs(z).max() <= Z, (z, var)
+    assert_within(x.mean(0), se_mean(x), mean, what=f"{solver} mean")
+    assert_within(sq.mean(0), se_mean(sq), var, what=f"{solver} variance")
 
 
 def test_edm_stochastic_without_churn_is_edm_heun():

@@ -27,7 +27,6 @@ tight.
 """
 from __future__ import annotations
 
-import math
 
 import jax
 import jax.numpy as jnp
@@ -39,9 +38,9 @@ import diffusion
 from diffusion import scores
 from diffusion.solvers import SOLVER_INFO
 from diffusion.verify import exact_sde_law
+from mc import Z, assert_within, se_mean, se_var
 
 SLOPE_TOL = 0.25
-Z = 5.0
 # the ODE solvers whose order (diffusion.solvers.SOLVER_INFO[name].order) is measured here
 ORDERED = ("euler", "heun", "rk4", "ddim", "dpm_solver_2", "dpm_solver_3", "dpm_solver_pp_2m",
            "li_accelerated")
@@ -172,7 +171,7 @@ def test_hutchinson_log_likelihood_is_unbiased():
         est = np.asarray(diffusion.log_likelihood(x, sde, score, method="hutchinson",
                                                   key=jax.random.key(0), num_steps=20,
                                                   t_min=T_MIN))
-        se = est.std(ddof=1) / math.sqrt(est.size)
+        se = se_mean(est, axis=None)
         assert se > 0
         assert abs(est.mean() - float(exact)) <= Z * se, (est.mean(), float(exact), se)
 
@@ -206,11 +205,11 @@ def test_sde_sampler_matches_its_exact_law(solver):
         x_T = jnp.asarray(np.random.default_rng(3).multivariate_normal(m, c, n))
         x = np.asarray(diffusion.solve_sde(jax.random.key(4), x_T, sde, score, solver=solver,
                                            num_steps=k, t_min=T_MIN)) @ u
-        assert np.all(np.abs(x.mean(0) - mean) <= Z * np.sqrt(var / n)), (x.mean(0), mean)
-        assert np.all(np.abs(x.var(0) - var) <= Z * np.sqrt(2 / n) * var), (x.var(0), var)
+        assert_within(x.mean(0), np.sqrt(var / n), mean, what=f"{solver} mean")
+        assert_within(x.var(0), se_var(var, n), var, what=f"{solver} variance")
         # and the exact law is far enough from the target that the target's variances would
         # fail the same check by a wide margin (so the check discriminates)
-        assert np.max(np.abs(tgt_var - var) / (np.sqrt(2 / n) * var)) > 2 * Z
+        assert np.max(np.abs(tgt_var - var) / se_var(var, n)) > 2 * Z
 
 
 def test_sde_samplers_converge_and_accelerated_is_no_worse_than_ddpm():
