@@ -41,47 +41,70 @@ from .networks import Network, check_conditions, eps_function
 from .sde import SDE, VESDE, VPSDE, DiscreteVPSDE
 from .scores import gaussian_data
 
-__all__ = ["ODE_SOLVERS", "SDE_SOLVERS", "SOLVERS", "X0_SOLVERS", "TIME_GRIDS", "DEFAULT_SOLVER",
-           "nfe", "time_grid", "solve_ode", "solve_sde", "sample", "threshold_x0",
-           "gaussian_flow", "teleport", "check_score"]
+__all__ = ["SolverInfo", "SOLVER_INFO", "ODE_SOLVERS", "SDE_SOLVERS", "SOLVERS", "X0_SOLVERS",
+           "TIME_GRIDS", "DEFAULT_SOLVER", "nfe", "time_grid", "solve_ode", "solve_sde", "sample",
+           "threshold_x0", "gaussian_flow", "teleport", "check_score"]
 
-# name -> (score evaluations per step, default grid, stochastic?, data prediction?): the
-# data-prediction solvers step with x0 = (x - sigma_t eps)/alpha_t, which clip_x0= and
-# dynamic_threshold= act on
-_SPEC = {
-    "euler": (1, "uniform", False, False),
-    "heun": (2, "uniform", False, False),
-    "rk4": (4, "uniform", False, False),
-    "ddim": (1, "logsnr", False, False),
-    "dpm_solver_1": (1, "logsnr", False, False),
-    "dpm_solver_2": (2, "logsnr", False, False),
-    "dpm_solver_3": (3, "logsnr", False, False),
-    "dpm_solver_pp_2m": (1, "logsnr", False, True),
-    "dpm_solver_pp_2s": (2, "logsnr", False, True),
-    "dpm_solver_pp_3m": (1, "logsnr", False, True),
-    "unipc_2": (1, "logsnr", False, True),
-    "unipc_3": (1, "logsnr", False, True),
-    "edm_heun": (2, "karras", False, True),
-    "li_accelerated": (1, "logsnr", False, False),
-    "euler_maruyama": (1, "uniform", True, False),
-    "ddpm": (1, "uniform", True, True),
-    "euler_ancestral": (1, "karras", True, True),
-    "dpm_solver_pp_2m_sde": (1, "logsnr", True, True),
-    "edm_stochastic": (2, "karras", True, True),
-    "li_accelerated_sde": (1, "uniform", True, False),
-    "pc": (2, "uniform", True, False),
+
+class SolverInfo(NamedTuple):
+    """What a solver is, read by :func:`nfe`, the step loop and the tests (diffrax's
+    ``solver.order()``).
+
+    Attributes:
+      nfe: score evaluations per step.
+      order: global convergence order p: for an ODE solver the endpoint error against the
+        exact flow is O(K^-p) in K steps (Lu et al. 2022, Thm 3.2; Lu et al. 2022b; Zhao et
+        al. 2023, Thm 3.3: UniPC-p with UniC-p is p + 1, capped at 3 for UniPC-3 by its
+        first step; Li et al. 2024: 2); for a stochastic solver the W2 error of its law on
+        Gaussian data is O(K^-p). None where no rate is claimed or measured here.
+      grid: the default time grid (one of :data:`TIME_GRIDS`).
+      stochastic: a reverse-SDE sampler (it takes a key) rather than a PF-ODE solver.
+      x0: steps with the data prediction x0 = (x - sigma_t eps)/alpha_t, which ``clip_x0=``
+        and ``dynamic_threshold=`` act on.
+      start_nfe: evaluations of a starting procedure, once, on top of the per-step count.
+    """
+
+    nfe: int
+    order: Optional[int]
+    grid: str
+    stochastic: bool
+    x0: bool
+    start_nfe: int = 0
+
+
+# every solver by name (the names ``solver=`` accepts)
+SOLVER_INFO = {
+    "euler": SolverInfo(1, 1, "uniform", False, False),
+    "heun": SolverInfo(2, 2, "uniform", False, False),
+    "rk4": SolverInfo(4, 4, "uniform", False, False),
+    "ddim": SolverInfo(1, 1, "logsnr", False, False),
+    "dpm_solver_1": SolverInfo(1, 1, "logsnr", False, False),
+    "dpm_solver_2": SolverInfo(2, 2, "logsnr", False, False),
+    "dpm_solver_3": SolverInfo(3, 3, "logsnr", False, False),
+    "dpm_solver_pp_2m": SolverInfo(1, 2, "logsnr", False, True),
+    "dpm_solver_pp_2s": SolverInfo(2, 2, "logsnr", False, True),
+    "dpm_solver_pp_3m": SolverInfo(1, 3, "logsnr", False, True, start_nfe=1),
+    "unipc_2": SolverInfo(1, 3, "logsnr", False, True),
+    "unipc_3": SolverInfo(1, 3, "logsnr", False, True),
+    "edm_heun": SolverInfo(2, 2, "karras", False, True),
+    "li_accelerated": SolverInfo(1, 2, "logsnr", False, False),
+    "euler_maruyama": SolverInfo(1, 1, "uniform", True, False),
+    "ddpm": SolverInfo(1, 1, "uniform", True, True),
+    "euler_ancestral": SolverInfo(1, None, "karras", True, True),
+    "dpm_solver_pp_2m_sde": SolverInfo(1, None, "logsnr", True, True),
+    "edm_stochastic": SolverInfo(2, None, "karras", True, True),
+    "li_accelerated_sde": SolverInfo(1, 1, "uniform", True, False),
+    "pc": SolverInfo(2, None, "uniform", True, False),
 }
-# evaluations of a solver's starting procedure, once, on top of the per-step count
-_START_NFE = {"dpm_solver_pp_3m": 1}
 # solver options (keyword arguments of solve_sde / sample) and their defaults: EDM's churn
 # [Karras2022, Algorithm 2] with the settings of their ImageNet-64 model
 _OPTIONS = {"edm_stochastic": {"S_churn": 40.0, "S_tmin": 0.05, "S_tmax": 50.0,
                                "S_noise": 1.003}}
 PC_SNR = 0.16  # score_sde's configs for the Langevin corrector
-ODE_SOLVERS = tuple(k for k, v in _SPEC.items() if not v[2])
-SDE_SOLVERS = tuple(k for k, v in _SPEC.items() if v[2])
+ODE_SOLVERS = tuple(k for k, v in SOLVER_INFO.items() if not v.stochastic)
+SDE_SOLVERS = tuple(k for k, v in SOLVER_INFO.items() if v.stochastic)
 SOLVERS = ODE_SOLVERS + SDE_SOLVERS
-X0_SOLVERS = tuple(k for k, v in _SPEC.items() if v[3])
+X0_SOLVERS = tuple(k for k, v in SOLVER_INFO.items() if v.x0)
 TIME_GRIDS = ("uniform", "logsnr", "karras")
 KARRAS_RHO = 7.0
 
@@ -90,7 +113,8 @@ def nfe(solver: str, num_steps: int, denoise_final: bool = False) -> int:
     """Number of score evaluations of ``num_steps`` steps of ``solver`` (plus the final
     denoising evaluation with ``denoise_final=True``)."""
     _check_solver(solver, SOLVERS)
-    return _SPEC[solver][0] * int(num_steps) + _START_NFE.get(solver, 0) + bool(denoise_final)
+    info = SOLVER_INFO[solver]
+    return info.nfe * int(num_steps) + info.start_nfe + bool(denoise_final)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -186,7 +210,7 @@ def _event_shape(dim, shape, model):
 
 def _resolve_grid(solver, time_grid):
     if time_grid is None:
-        return _SPEC[solver][1], None
+        return SOLVER_INFO[solver].grid, None
     if isinstance(time_grid, str):
         if time_grid not in TIME_GRIDS:
             raise ValueError(f"time_grid must be one of {', '.join(TIME_GRIDS)} or an array of "
@@ -674,7 +698,7 @@ def _integrate(x, key, ts, t_max, t_min, num_steps, params, cond, null_cond, gui
         x, carry = state
         s = _grid_time(sde, grid, ts, t_max, t_min, num_steps, i).astype(dtype)
         t = _grid_time(sde, grid, ts, t_max, t_min, num_steps, i + 1).astype(dtype)
-        k = jax.random.fold_in(key, i) if _SPEC[solver][2] else None  # keys for SDEs only
+        k = jax.random.fold_in(key, i) if SOLVER_INFO[solver].stochastic else None  # keys for SDEs only
         return step(ctx, x, s, t, carry, i, k)
 
     x = jax.lax.fori_loop(0, num_steps, body, (x, _init_carry(solver, x, t_max)))[0]

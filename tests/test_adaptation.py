@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import samplers
-from mc import assert_within, ess, mc_mean
+from mc import Z, assert_within, ess, mc_mean, se_mean
 from samplers.adaptation import (
     adapted_step_size, dual_averaging_init, dual_averaging_update, window_init,
     window_schedule, window_update,
@@ -132,7 +132,7 @@ def _check_adapted_against_last_window(trace, cov, num_warmup, dense, num_chains
                                  * tau / n)
     imm = np.asarray(trace.params.inverse_mass_matrix[:num_chains], np.float64)
     z = ((imm[:, rows, cols] if dense else imm) - expected) / se
-    assert np.all(np.abs(z) < 5), (np.abs(z).max(), np.unravel_index(np.abs(z).argmax(), z.shape))
+    assert np.all(np.abs(z) < Z), (np.abs(z).max(), np.unravel_index(np.abs(z).argmax(), z.shape))
     return tau
 
 
@@ -172,8 +172,8 @@ def test_windowed_adaptation_on_gaussians(name, dense, window_warmup, num_chains
     for i, j in zip(*(np.triu_indices if dense else np.diag_indices)(cov.shape[0])):
         assert_within(*mc_mean(x[..., i] * x[..., j]), cov[i, j], what=f"cov[{i},{j}]")
     acceptance = np.asarray(trace.stats["acceptance_rate"], np.float64).mean(axis=1)
-    se = acceptance.std(ddof=1) / np.sqrt(len(acceptance))
-    assert 5 * se < 0.05, se
+    se = se_mean(acceptance)
+    assert Z * se < 0.05, se
     assert abs(acceptance.mean() - TARGETS[name]) < 0.05, (acceptance.mean(), se)
 
     if window_warmup != 1000:
@@ -212,5 +212,5 @@ def test_ensemble_adaptation_needs_a_short_warmup():
     imm = np.asarray(trace.params.inverse_mass_matrix, np.float64)
     assert np.allclose(imm, imm[0])  # one preconditioner for all chains
     z = (imm[0] - expected) / se
-    assert np.all(np.abs(z) < 5), (np.abs(z).max(), np.abs(z).argmax())
+    assert np.all(np.abs(z) < Z), (np.abs(z).max(), np.abs(z).argmax())
     assert np.max(se / VAR_SPREAD) < 0.03  # the check has power (measured ~0.02)

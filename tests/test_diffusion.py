@@ -16,6 +16,7 @@ from jax.scipy.stats import multivariate_normal as jmvn
 from scipy import integrate
 
 import diffusion
+from mc import assert_within, se_var
 from diffusion import scores
 
 SDES = {
@@ -77,8 +78,8 @@ def test_marginal_sampling_moments():
     x0 = jnp.ones((n, 1))
     xt = np.asarray(sde.sample_marginal(jax.random.key(3), x0, t))[:, 0]
     a, s = float(sde.alpha(t)), float(sde.sigma(t))
-    assert abs(xt.mean() - a) <= 5 * s / math.sqrt(n)
-    assert abs(xt.var() - s ** 2) <= 5 * math.sqrt(2 / n) * s ** 2
+    assert_within(xt.mean(), s / math.sqrt(n), a, what="mean")
+    assert_within(xt.var(), se_var(s ** 2, n), s ** 2, what="variance")
 
 
 # ---------------------------------------------------------------------------------- scores

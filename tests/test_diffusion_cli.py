@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from diffusion import experiment, solvers
+from mc import Z4, assert_within
 from samplers import cli
 from samplers.sliced import sliced_wasserstein
 
@@ -67,7 +68,7 @@ def test_sw_of_runs_and_floor_use_one_estimator_and_the_floor_is_an_exact_sample
     floor, sd, r = res["sw_noise_floor"], res["sw_noise_floor_sd"], res["sw_noise_floor_draws"]
     assert r == 20 and sd > 0
     se = np.sqrt(sd ** 2 / r + own.var(ddof=1) / own.size)
-    assert abs(own.mean() - floor) <= 4 * se, (own.mean(), floor, se)
+    assert_within(own.mean(), se, floor, z=Z4, what="SW noise floor")
     assert np.isfinite(res["sw_reference"]) and res["mmd_bandwidth"] > 0
 
 

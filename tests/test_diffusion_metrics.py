@@ -17,8 +17,7 @@ import scipy.linalg
 
 import diffusion
 from diffusion import metrics
-
-Z = 4.0  # standard errors allowed
+from mc import Z4
 
 
 def random_spd(rng, d, low=0.2, high=2.0):
@@ -77,7 +76,7 @@ def test_frechet_distance_from_samples_within_its_bootstrap_error():
                      for _ in range(100)])
     corrected = 2 * estimate - boot.mean()
     exact = frechet_closed_form(m1, c1, m2, c2)
-    assert abs(corrected - exact) <= Z * boot.std(ddof=1), (corrected, exact, boot.std())
+    assert abs(corrected - exact) <= Z4 * boot.std(ddof=1), (corrected, exact, boot.std())
 
 
 # ----------------------------------------------------------------------------- kernel distance
@@ -109,7 +108,7 @@ def test_kernel_distance_is_unbiased_for_identical_laws():
         v_stats.append(k(a, a).mean() + k(b, b).mean() - 2 * k(a, b).mean())
     values, v_stats = np.array(values), np.array(v_stats)
     se = values.std(ddof=1) / math.sqrt(reps)
-    assert abs(values.mean()) <= Z * se, (values.mean(), se)
+    assert abs(values.mean()) <= Z4 * se, (values.mean(), se)
     assert v_stats.mean() > 10 * se  # the test would see the V-statistic's bias
 
 
@@ -124,16 +123,16 @@ def test_kernel_distance_matches_the_population_mmd_with_its_standard_error():
             for _ in range(reps)]
     values = np.array([r.value for r in runs])
     spread = values.std(ddof=1)
-    assert abs(values.mean() - population) <= Z * math.hypot(spread / math.sqrt(reps), pop_se)
+    assert abs(values.mean() - population) <= Z4 * math.hypot(spread / math.sqrt(reps), pop_se)
     # the returned first-order standard error is the spread of the estimates, within the
     # relative error 1 / sqrt(2 (reps - 1)) of the spread's own estimate
     ratio = np.mean([r.stderr for r in runs]) / spread
-    assert abs(ratio - 1) <= Z / math.sqrt(2 * (reps - 1)), ratio
+    assert abs(ratio - 1) <= Z4 / math.sqrt(2 * (reps - 1)), ratio
     # disjoint subsets: independent estimates, their mean and standard error
     a = rng.multivariate_normal(mean_a, cov_a, 2000)
     b = rng.multivariate_normal(mean_b, cov_b, 2000)
     sub = metrics.kernel_distance(a, b, num_subsets=10, key=jax.random.key(0))
-    assert abs(sub.value - population) <= Z * math.hypot(sub.stderr, pop_se), (sub, population)
+    assert abs(sub.value - population) <= Z4 * math.hypot(sub.stderr, pop_se), (sub, population)
     again = metrics.kernel_distance(a, b, num_subsets=10, key=jax.random.key(0))
     assert again == sub  # same key, same subsets
 
@@ -186,9 +185,9 @@ def test_precision_recall_of_a_fake_set_covering_half_the_modes():
 
     assert got.precision > 0.9
     se = math.hypot(binomial_se(same_law.precision, n_fake), binomial_se(got.precision, n_fake))
-    assert abs(got.precision - same_law.precision) <= Z * se, (got, same_law)
+    assert abs(got.precision - same_law.precision) <= Z4 * se, (got, same_law)
     half = 0.5 * same_law.recall
-    assert abs(got.recall - half) <= Z * math.hypot(binomial_se(got.recall, n_real),
+    assert abs(got.recall - half) <= Z4 * math.hypot(binomial_se(got.recall, n_real),
                                                      0.5 * binomial_se(same_law.recall, n_real))
     assert 0.4 < got.recall <= 0.5
     with pytest.raises(ValueError, match=r"real_features must have at least 4 rows"):
@@ -229,8 +228,8 @@ def test_bits_per_dim_of_gaussian_data_equals_the_dequantised_gaussian_value():
     expected = (nll + d * math.log(s)) / (d * math.log(2))
     diff = bpd - expected
     se = diff.std(ddof=1) / math.sqrt(n)
-    assert Z * se < math.log2(128 / 127.5)
-    assert abs(diff.mean()) <= Z * se, (diff.mean(), se)
+    assert Z4 * se < math.log2(128 / 127.5)
+    assert abs(diff.mean()) <= Z4 * se, (diff.mean(), se)
 
 
 def test_bits_per_dim_uses_hutchinson_above_64_dimensions_and_checks_pixels():

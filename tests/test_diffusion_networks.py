@@ -13,8 +13,6 @@ Monte Carlo standard errors computed from the sample size.
 """
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,13 +20,13 @@ import pytest
 from scipy import integrate
 
 import diffusion
+from mc import assert_within, se_var
 from diffusion import solvers
 
 SHAPE = (4, 4, 2)
 D = 32
 T_MIN = 1e-3
 N_SAMPLES = 2000
-Z = 5.0  # standard errors allowed
 
 _rng = np.random.default_rng(17)
 MU = _rng.normal(0.0, 1.0, D)
@@ -111,8 +109,8 @@ def check_moments(x, mean, var):
     sqrt(2/n) var (Gaussian samples)."""
     x = np.asarray(x, np.float64).reshape(x.shape[0], -1)
     n = x.shape[0]
-    np.testing.assert_array_less(np.abs(x.mean(0) - mean), Z * np.sqrt(var / n))
-    np.testing.assert_array_less(np.abs(x.var(0) - var), Z * math.sqrt(2.0 / n) * var)
+    assert_within(x.mean(0), np.sqrt(var / n), mean, what="mean")
+    assert_within(x.var(0), se_var(var, n), var, what="variance")
 
 
 def marginal(alpha_sigma, t):

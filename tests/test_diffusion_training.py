@@ -28,6 +28,7 @@ import diffusion
 from diffusion import nets, training
 from diffusion.networks import eps_function
 from checkpointing import crash_on_save
+from mc import Z4, assert_within, se_proportion
 
 ROOT = Path(__file__).resolve().parents[1]
 SDE = diffusion.VPSDE()
@@ -167,8 +168,7 @@ def test_condition_dropout_rate(p):
     x0, c = jax.jit(jax.vmap(lambda k: training.draw_batch(
         k, jnp.asarray(data), cond, null, batch_size=batch, cond_drop=p)))(keys)
     dropped = np.asarray(c["label"]) == 5
-    se = math.sqrt(p * (1 - p) / dropped.size)
-    assert abs(dropped.mean() - p) < 4 * se, (dropped.mean(), p, se)
+    assert_within(dropped.mean(), se_proportion(p, dropped.size), p, z=Z4, what="dropped")
     assert np.all(np.asarray(c["emb"])[dropped] == -1.0)
     kept = ~dropped
     assert np.all(np.asarray(c["label"])[kept] == np.asarray(x0)[..., 0][kept])

@@ -11,6 +11,7 @@ import pytest
 
 import samplers
 from checkpointing import crash_on_save
+from mc import assert_within
 
 run_module = importlib.import_module("samplers.run")  # the module, not samplers.run()
 
@@ -225,7 +226,7 @@ def test_minibatches_are_fresh_per_step_and_chain():
     assert all(len(set(np.asarray(b).tolist())) == 5 for b in draws[:50])  # no repeats
     counts = np.bincount(np.asarray(draws).ravel().astype(int), minlength=50)
     expected = 2000 * 5 / 50  # each index equally likely; binomial sd sqrt(n p (1 - p))
-    assert np.all(np.abs(counts - expected) < 5 * np.sqrt(expected * (1 - 5 / 50)))
+    assert_within(counts, np.sqrt(expected * (1 - 5 / 50)), expected, what="index counts")
     with pytest.raises(ValueError, match="batch_size must be <= the number of data points 50"):
         samplers.data.minibatches(data, 51)
     with pytest.raises(ValueError, match="leading datum axis"):

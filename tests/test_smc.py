@@ -13,7 +13,7 @@ import scipy.stats
 
 import samplers
 from samplers import smc
-from tests.mc import assert_within
+from mc import Z, assert_within, se_mean
 
 
 @pytest.fixture(autouse=True)
@@ -58,10 +58,7 @@ def exact_lag_one(rts):
 
 def replicate_check(values, expected, what):
     values = np.asarray(values, np.float64)
-    r = values.shape[0]
-    mean, se = values.mean(axis=0), values.std(axis=0, ddof=1) / np.sqrt(r)
-    for m, s, e in zip(np.ravel(mean), np.ravel(se), np.ravel(expected)):
-        assert_within(m, s, e, what=what)
+    assert_within(values.mean(axis=0), se_mean(values), expected, what=what)
 
 
 # --------------------------------------------------------------------------- Kalman
@@ -209,8 +206,8 @@ def test_ppg_burn_in_removes_the_bias_paris_keeps(data1):
     replicate_check(rollout, exact, "PPG roll-out")
     paris = np.asarray(smc.paris(jax.random.split(jax.random.key(12), 400), model, ys, lag_one,
                                  8).estimate)[:, 0, 0]
-    paris_bias, paris_se = paris.mean() - exact, paris.std() / np.sqrt(400)
-    assert paris_bias < -5 * paris_se  # PaRIS: O(T/N) bias, clearly detected
+    paris_bias, paris_se = paris.mean() - exact, se_mean(paris, axis=None, ddof=0)
+    assert paris_bias < -Z * paris_se  # PaRIS: O(T/N) bias, clearly detected
     assert abs(rollout.mean() - exact) < abs(paris_bias) / 3
     sweeps = np.asarray(trace.stats["sweep_estimate"])[..., 0, 0]  # (chain, sweep)
     first, late = sweeps[:, 0].mean() - exact, sweeps[:, 8:].mean() - exact

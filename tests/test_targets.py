@@ -15,9 +15,9 @@ import scipy.integrate
 import scipy.special
 import scipy.stats as st
 
+from mc import assert_within, se_mean
 from samplers import targets
 
-NUM_SE = 5.0  # Monte Carlo tolerance, in standard errors
 N_MC = 100_000  # one sample size everywhere: each jitted sampler compiles once
 RNG = np.random.default_rng(20240601)
 
@@ -100,19 +100,17 @@ def value_and_grad32(name):
 
 
 def assert_moments_match_sampler(target, key, n):
-    """Sample mean and covariance of n exact draws within NUM_SE standard errors.
+    """Sample mean and covariance of n exact draws within 5 standard errors.
 
     The covariance estimator is centred at the exact mean, so entry (i, j) is a plain
     average of (x_i - m_i)(x_j - m_j) whose standard error is its sample sd / sqrt(n).
     """
     x = np.asarray(target.sample(key, n), dtype=np.float64)
     mean, cov = np.asarray(target.mean, np.float64), np.asarray(target.cov, np.float64)
-    se_mean = x.std(axis=0, ddof=1) / math.sqrt(n)
-    np.testing.assert_array_less(np.abs(x.mean(axis=0) - mean), NUM_SE * se_mean)
+    assert_within(x.mean(axis=0), se_mean(x), mean, what="mean")
     centred = x - mean
     products = centred[:, :, None] * centred[:, None, :]
-    se_cov = products.std(axis=0, ddof=1) / math.sqrt(n)
-    np.testing.assert_array_less(np.abs(products.mean(axis=0) - cov), NUM_SE * se_cov)
+    assert_within(products.mean(axis=0), se_mean(products), cov, what="covariance")
 
 
 # ------------------------------------------------------------------------ log-densities
@@ -237,8 +235,8 @@ def test_logistic_reference_matches_grid_quadrature():
     p = p.reshape(-1) / p.sum()
     mean = p @ grid
     cov = (grid - mean).T @ ((grid - mean) * p[:, None])
-    np.testing.assert_array_less(np.abs(np.asarray(target.mean) - mean), NUM_SE * ref["mean_se"])
-    np.testing.assert_array_less(np.abs(np.asarray(target.cov) - cov), NUM_SE * ref["cov_se"])
+    assert_within(target.mean, ref["mean_se"], mean, what="mean")
+    assert_within(target.cov, ref["cov_se"], cov, what="covariance")
 
 
 # ------------------------------------------------------------------------- behaviour

@@ -233,6 +233,11 @@ def check_gaussian(name: str, q, dim: Optional[int] = None) -> None:
     if not isinstance(q, Gaussian):
         raise TypeError(f"{name} must be a vi.Gaussian (e.g. vi.Gaussian.standard(d) or "
                         f"vi.Gaussian.from_cov(mean, cov)), got {type(q).__name__}")
+    for part in ("mean", "scale"):
+        if not hasattr(getattr(q, part), "shape"):
+            raise TypeError(f"{name}.{part} must be an array, got "
+                            f"{type(getattr(q, part)).__name__} (for a pytree position, "
+                            "flatten the log-density with vi.ravel_logdensity)")
     mean_shape, scale_shape = jnp.shape(q.mean), jnp.shape(q.scale)
     if len(mean_shape) != 1:
         raise ValueError(f"{name}.mean must have shape (d,), got {mean_shape}")

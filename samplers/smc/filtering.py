@@ -514,6 +514,9 @@ def ppg(model, ys, additive_fn: Callable, num_particles: int, num_backward: int 
 
     def init(position, key=None):
         del key
+        if isinstance(position, dict) or hasattr(position, "_fields"):  # a pytree, not a path
+            raise TypeError(f"the initial reference path must be one array of shape (T={T}, "
+                            f"d), got a pytree {jax.tree.structure(position)}")
         position = jnp.asarray(position)
         if position.ndim != 2 or position.shape[0] != T:
             raise ValueError(f"the initial reference path must have shape (T={T}, d), "

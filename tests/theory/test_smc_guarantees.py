@@ -16,7 +16,7 @@ import pytest
 import scipy.optimize
 
 from samplers import smc
-from tests.mc import assert_within
+from mc import Z, assert_within, se_mean
 
 pytestmark = pytest.mark.slow
 
@@ -47,10 +47,10 @@ def test_paris_bias_is_order_one_over_n():
         est = np.asarray(smc.paris(jax.random.split(jax.random.key(n), 1000), model, ys, lag_one,
                                    n).estimate)
         bias.append(est.mean() - exact)
-        se.append(est.std() / np.sqrt(est.size))
+        se.append(se_mean(est, axis=None, ddof=0))
     ratio = bias[0] / bias[1]
     ratio_se = abs(ratio) * np.hypot(se[0] / bias[0], se[1] / bias[1])
-    assert bias[1] < -5 * se[1]  # still detectable at N = 32
+    assert bias[1] < -Z * se[1]  # still detectable at N = 32
     assert_within(ratio, ratio_se, 4.0, what="bias(N=8) / bias(N=32)")
 
 
@@ -107,7 +107,7 @@ def test_markov_score_climbing_reaches_the_inclusive_kl_optimum():
         fits.append([float(lam[k][-1]) for k in ("phi", "l")])
     fits = np.array(fits)
     for column, expected, name in ((0, phi, "phi"), (1, log_sd, "log sd")):
-        assert_within(fits[:, column].mean(), fits[:, column].std(ddof=1) / 2, expected,
+        assert_within(fits[:, column].mean(), se_mean(fits[:, column]), expected,
                       what=f"MSC {name}")
 
 
@@ -133,4 +133,4 @@ def test_stochastic_volatility_parameters_are_recovered():
     estimates = np.array(estimates)
     for column, value, name in ((0, -1.02, "mu"), (1, 0.9702, "rho"), (2, 0.178, "sigma")):
         col = estimates[:, column]
-        assert_within(col.mean(), col.std(ddof=1) / np.sqrt(col.size), value, what=f"SV {name}")
+        assert_within(col.mean(), se_mean(col), value, what=f"SV {name}")
