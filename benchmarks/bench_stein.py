@@ -30,7 +30,6 @@ from typing import Iterator
 import blackjax
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from samplers import stein

@@ -53,9 +53,9 @@ class SolverInfo(NamedTuple):
     Attributes:
       nfe: score evaluations per step.
       order: global convergence order p: for an ODE solver the endpoint error against the
-        exact flow is O(K^-p) in K steps (Lu et al. 2022, Thm 3.2; Lu et al. 2022b; Zhao et
-        al. 2023, Thm 3.3: UniPC-p with UniC-p is p + 1, capped at 3 for UniPC-3 by its
-        first step; Li et al. 2024: 2); for a stochastic solver the W2 error of its law on
+        exact flow is O(K^-p) in K steps ([Lu2022a, Thm 3.2]; [Lu2022b];
+        [Zhao2023, Thm 3.3]: UniPC-p with UniC-p is p + 1, capped at 3 for UniPC-3 by its
+        first step; [Li2024]: 2); for a stochastic solver the W2 error of its law on
         Gaussian data is O(K^-p). None where no rate is claimed or measured here.
       grid: the default time grid (one of :data:`TIME_GRIDS`).
       stochastic: a reverse-SDE sampler (it takes a key) rather than a PF-ODE solver.

@@ -22,7 +22,7 @@ from samplers.verify import Check, Outcome, at_most, near
 
 from . import scores
 from .sde import VPSDE
-from .solvers import gaussian_flow, solve_ode, solve_sde
+from .solvers import SOLVER_INFO, gaussian_flow, solve_ode, solve_sde
 
 MEAN = np.array([1.0, -0.5, 0.3])
 EIGENVALUES = np.array([0.05, 0.5, 2.0])
@@ -56,9 +56,9 @@ def fitted_order(steps, errors) -> float:
     return -float(np.polyfit(np.log(steps), np.log(errors), 1)[0])
 
 
-def ode_order(solver: str, order: int, paper: str, solve: Callable = solve_ode,
+def ode_order(solver: str, paper: str, solve: Callable = solve_ode,
               t_start: float = None) -> Check:
-    """A PF-ODE solver of order p has global error O(K^{-p}) in K steps ([Lu2022a],
+    """A PF-ODE solver of order p (its ``SOLVER_INFO[solver].order``) has global error O(K^{-p}) in K steps ([Lu2022a],
     Thm 3.2 for DPM-Solver-k in the log-SNR step; classical Runge-Kutta theory in t; [Li2024]
     for their accelerated sampler, O(1/T^2)). Measured: the fitted order of the RMS
     endpoint error against the exact flow (:func:`diffusion.gaussian_flow`) over doubling K,
@@ -72,6 +72,7 @@ def ode_order(solver: str, order: int, paper: str, solve: Callable = solve_ode,
     derivatives scale as e^{2 lambda}), and their error falls like K^-4 until K ~ 10^3
     (measured local slopes 3.6-4.2 for DPM-Solver++(3M) at K = 10-640); from t = 0.3 the
     order shows at K = 40-320."""
+    order = SOLVER_INFO[solver].order
 
     def measure(key, full: bool) -> Outcome:
         n, steps = (1000, (80, 160, 320, 640)) if full else (64, (40, 80, 160))
@@ -180,19 +181,19 @@ def checks() -> list[Check]:
     """The diffusion checks, in the table's order: one PF-ODE solver per order (and the
     accelerated sampler of [Li2024]), then the reverse-SDE samplers' exact laws."""
     return [
-        ode_order("euler", 1, "Song et al. 2021"),
-        ode_order("ddim", 1, "Lu et al. 2022"),
-        ode_order("heun", 2, "Karras et al. 2022"),
-        ode_order("dpm_solver_2", 2, "Lu et al. 2022"),
-        ode_order("li_accelerated", 2, "Li et al. 2024"),
-        ode_order("dpm_solver_3", 3, "Lu et al. 2022"),
-        ode_order("dpm_solver_pp_2s", 2, "Lu et al. 2022b"),
-        ode_order("dpm_solver_pp_3m", 3, "Lu et al. 2022b", t_start=T_START),
-        ode_order("unipc_2", 3, "Zhao et al. 2023", t_start=T_START),
-        ode_order("unipc_3", 3, "Zhao et al. 2023", t_start=T_START),
-        ode_order("edm_heun", 2, "Karras et al. 2022"),
-        ode_order("rk4", 4, "Song et al. 2021"),
-        sde_law("ddpm", "Ho et al. 2020", "output law = exact ancestral-sampling law"),
-        sde_law("li_accelerated_sde", "Li et al. 2024", "output law = exact law of its update"),
-        sde_law("euler_maruyama", "Song et al. 2021", "output law = exact law of its update"),
+        ode_order("euler", "Song2021"),
+        ode_order("ddim", "Lu2022a"),
+        ode_order("heun", "Karras2022"),
+        ode_order("dpm_solver_2", "Lu2022a"),
+        ode_order("li_accelerated", "Li2024"),
+        ode_order("dpm_solver_3", "Lu2022a"),
+        ode_order("dpm_solver_pp_2s", "Lu2022b"),
+        ode_order("dpm_solver_pp_3m", "Lu2022b", t_start=T_START),
+        ode_order("unipc_2", "Zhao2023", t_start=T_START),
+        ode_order("unipc_3", "Zhao2023", t_start=T_START),
+        ode_order("edm_heun", "Karras2022"),
+        ode_order("rk4", "Song2021"),
+        sde_law("ddpm", "Ho2020", "output law = exact ancestral-sampling law"),
+        sde_law("li_accelerated_sde", "Li2024", "output law = exact law of its update"),
+        sde_law("euler_maruyama", "Song2021", "output law = exact law of its update"),
     ]

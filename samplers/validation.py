@@ -24,6 +24,7 @@ from .base import Array, PyTree
 __all__ = [
     "NonFiniteError", "ScalarOrSchedule", "check_bool", "check_choice", "check_finite_position",
     "check_finite_rows", "check_int", "check_key", "check_mesh", "check_on_nonfinite",
+    "check_one_array",
     "check_positive", "check_scalar_logdensity", "check_shape", "check_step_size",
     "check_traced", "describe_shapes", "is_concrete",
 ]
@@ -128,6 +129,15 @@ def check_shape(name: str, x, shape: tuple) -> None:
         raise ValueError(f"{name} must have shape {expected}, got {got}")
 
 
+def check_one_array(name: str, value, expected: str) -> None:
+    """Raise TypeError naming ``name`` unless ``value`` is one array (or a nested list of
+    numbers), not a pytree: for the samplers whose position is one array by construction
+    (a particle cloud, a reference path). ``expected`` describes its shape, e.g. "(n, 2)"."""
+    if isinstance(value, (dict, tuple)) or not (hasattr(value, "shape") or isinstance(value, list)):
+        raise TypeError(f"{name} must be one array of shape {expected} (not a pytree), got "
+                        f"{type(value).__name__}")
+
+
 def is_concrete(tree: PyTree) -> bool:
     """True when no leaf of ``tree`` is a tracer (its values can be read on the host now)."""
     return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(tree))
@@ -192,10 +202,10 @@ def check_scalar_logdensity(name: str, fn: Callable, position: PyTree, *,
     ``fn(position)`` is defined and returns a scalar.
 
     Raises:
-      ValueError naming ``position_name``, the shape given (or the text ``given``, e.g.
+      ValueError: naming ``position_name``, the shape given (or the text ``given``, e.g.
         "has dimension 4") and (when known) the shape ``expected_shape`` when ``fn`` fails on
-        ``position`` with a shape or type error (a position of the wrong shape for it);
-      TypeError naming ``name`` when ``fn(position)`` is not a scalar.
+        ``position`` with a shape or type error (a position of the wrong shape for it).
+      TypeError: naming ``name`` when ``fn(position)`` is not a scalar.
 
     Works on tracers (under ``jit``/``vmap`` the per-chain shape is checked).
     """

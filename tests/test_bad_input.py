@@ -26,6 +26,7 @@ import pytest
 import diffusion
 import samplers
 import vi
+from mc import se_mean
 
 KEY = jax.random.key(0)
 FLOAT = jnp.result_type(float)
@@ -181,7 +182,7 @@ def hierarchical():
 def _elbo(logdensity_fn, q, key, num_draws=4000):
     """ELBO estimate E_q[log p] + H(q) from fresh draws, and its standard error."""
     logp = np.asarray(jax.vmap(logdensity_fn)(q.sample(key, num_draws)), np.float64)
-    return logp.mean() + float(q.entropy()), logp.std() / np.sqrt(num_draws)
+    return logp.mean() + float(q.entropy()), se_mean(logp, ddof=0)
 
 
 def test_fbgvi_step_too_large_raises_and_a_flagged_result_refuses_export(hierarchical):

@@ -11,9 +11,9 @@ import scipy.linalg
 import scipy.spatial.distance
 import scipy.stats as st
 
+from mc import Z, assert_within, se_mean
 from samplers import diagnostics
 
-NUM_SE = 5.0
 RNG = np.random.default_rng(11)  # test data from numpy: no per-shape jax PRNG compiles
 # jitted once: a whole-function compile is far cheaper than eager op-by-op dispatch
 gaussian_w2 = jax.jit(diagnostics.gaussian_w2)
@@ -32,10 +32,10 @@ def random_spd(rng, d):
 
 
 def assert_mean_within_se(values, expected):
-    """The replicate mean is within NUM_SE standard errors (sd / sqrt(R)) of ``expected``."""
+    """The replicate mean is within Z standard errors (sd / sqrt(R)) of ``expected``."""
     values = np.asarray(values, np.float64)
-    se = values.std(ddof=1) / math.sqrt(values.size)
-    assert abs(values.mean() - expected) <= NUM_SE * se, (values.mean(), expected, se)
+    se = se_mean(values)
+    assert_within(values.mean(), se, expected, what="replicate mean")
     return se
 
 
@@ -218,8 +218,7 @@ def test_ksd_is_larger_for_a_shifted_sample():
     exact, _ = batched_ksd()(normal32(replicates, n, d))
     shifted, _ = batched_ksd()(normal32(replicates, n, d) + np.float32([0.5, 0.0]))
     difference = np.asarray(shifted, np.float64) - np.asarray(exact, np.float64)
-    se = difference.std(ddof=1) / math.sqrt(replicates)
-    assert difference.mean() > NUM_SE * se
+    assert difference.mean() > Z * se_mean(difference)
 
 
 # ------------------------------------------------------------------------- ESS, R-hat
@@ -229,9 +228,9 @@ def test_ess_of_iid_draws_is_the_number_of_draws():
     x = RNG.normal(size=(chains, draws, components))
     ess = diagnostics.ess(x)
     assert isinstance(ess, np.ndarray) and ess.shape == (components,)
-    # each component's ESS is within NUM_SE sampling sds (spread across components) of n
+    # each component's ESS is within Z sampling sds (spread across components) of n
     sd = ess.std(ddof=1)
-    np.testing.assert_array_less(np.abs(ess - chains * draws), NUM_SE * sd)
+    np.testing.assert_array_less(np.abs(ess - chains * draws), Z * sd)
     assert diagnostics.ess(x[..., 0]).shape == ()
     assert diagnostics.ess(x.reshape(chains, draws, 5, 10)).shape == (5, 10)
 
@@ -241,7 +240,7 @@ def test_rhat_is_one_for_iid_chains_and_flags_chains_with_different_means():
     rhat = diagnostics.rhat(x)
     assert rhat.shape == (50,)
     assert np.all(rhat < 1.01)  # Vehtari et al. (2021) recommended threshold
-    np.testing.assert_array_less(np.abs(rhat - 1.0), NUM_SE * rhat.std(ddof=1))
+    np.testing.assert_array_less(np.abs(rhat - 1.0), Z * rhat.std(ddof=1))
     shifted = x + np.array([0.0, 0.0, 0.0, 3.0])[:, None, None]
     assert np.all(diagnostics.rhat(shifted) > 1.1)
 

@@ -18,8 +18,7 @@ import scipy.stats
 
 import samplers
 from samplers import sliced
-
-Z = 5.0  # standard errors allowed: a false alarm about once in two million runs
+from mc import Z, se_mean
 
 
 def whitened(rng, n, d):
@@ -180,7 +179,7 @@ def test_p1_translate_unbiased_over_keys(scheme):
     exact = np.linalg.norm(s) * math.exp(scipy.special.gammaln(d / 2)
                                          - scipy.special.gammaln((d + 1) / 2)) / math.sqrt(math.pi)
     values = over_keys(x, x + s, 400, p=1, num_projections=10, scheme=scheme).value
-    se = values.std(ddof=1) / math.sqrt(values.size)
+    se = se_mean(values)
     assert abs(values.mean() - exact) <= Z * se + 1e-5 * exact, (values.mean(), exact, se)
     if scheme == "orthogonal":  # two full orthogonal blocks are less noisy than i.i.d. ones
         # (randomised Halton gains only x1.3 here, at L = 10 in d = 5: not asserted)
@@ -202,7 +201,7 @@ def test_control_variates_unbiased_and_variance_reducing_over_keys():
     for cv, (x, y), coef in (("lower", (ring, shifted), "crossfit"), ("upper", (ring, blob), "ols")):
         fair = over_keys(x, y, 300, num_projections=10, control_variate=cv, coefficient="crossfit")
         diff = fair.value - fair.plain
-        assert abs(diff.mean()) <= Z * diff.std(ddof=1) / math.sqrt(diff.size), cv
+        assert abs(diff.mean()) <= Z * se_mean(diff), cv
         est = fair if coef == "crossfit" else over_keys(x, y, 300, num_projections=10,
                                                          control_variate=cv, coefficient=coef)
         ratio = est.plain.var() / est.value.var()

@@ -13,6 +13,8 @@ in all on one core), and must pass; the whole quick table at seeds 0-9 runs in t
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -114,6 +116,15 @@ QUICK = [pytest.param(check, id=f"{group}-{check.method}")
 def test_every_registered_check_runs_in_the_suite():
     assert sorted(c.method for c in verify.all_checks()) == sorted(p.values[0].method
                                                                    for p in QUICK)
+
+
+def test_every_check_cites_its_paper_by_bibliography_key():
+    """The table's paper column starts with a key of docs/references.md ("Song2021", ...)."""
+    page = (Path(__file__).resolve().parents[1] / "docs" / "references.md").read_text()
+    keys = set(re.findall(r'<a id="([^"]+)"></a>', page))
+    unknown = {c.method: c.paper for c in verify.all_checks()
+               if re.split(r"[ ,;]", c.paper)[0] not in keys}
+    assert not unknown, unknown
 
 
 @pytest.mark.parametrize("check", QUICK)

@@ -80,7 +80,7 @@ def fbgvi_contraction(make: Callable = fbgvi) -> Check:
                        f"{factors.size} of {steps} steps above W2^2 = {W2_FLOOR:g}",
                        "1 - alpha h")
 
-    return Check("fbgvi", "Diao et al. 2023", "W2^2 contracts by (1 - alpha h) per step",
+    return Check("fbgvi", "Diao2023", "W2^2 contracts by (1 - alpha h) per step",
                  measure)
 
 
@@ -126,7 +126,7 @@ def sfbgvi_stationary_error(make: Callable = sfbgvi) -> Check:
                       f"stationary E|m - mu|^2, d = {d}, h = {h:g}, {chains} chains x "
                       f"{steps} steps")
 
-    return Check("sfbgvi", "Diao et al. 2023", "O(h) stationary error, exact on a Gaussian",
+    return Check("sfbgvi", "Diao2023", "O(h) stationary error, exact on a Gaussian",
                  measure)
 
 

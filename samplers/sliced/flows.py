@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from ..base import Algorithm
-from ..validation import check_choice, check_positive
+from ..validation import check_choice, check_one_array, check_positive
 from ._checks import _check_options, _check_points, _check_weights
 from .estimators import MIN_CV_PROJECTIONS, _estimate_pair, _root, _summarise, _terms
 from .projections import _directions
@@ -88,10 +88,7 @@ def sliced_wasserstein_flow(target_points, step_size: float, *, num_projections:
         return value, est
 
     def init(position, key=None):
-        if isinstance(position, (dict, tuple)) or not hasattr(position, "shape") and \
-                not isinstance(position, list):
-            raise TypeError(f"position must be one array of points of shape (n, {dim}) (the "
-                            f"particles; no pytree), got {type(position).__name__}")
+        check_one_array("position", position, f"(n, {dim}) (the particles)")
         position = jnp.asarray(position)
         if position.ndim != 2 or position.shape[1] != dim:
             raise ValueError(f"position must have shape (n, {dim}) (the target's dimension), "

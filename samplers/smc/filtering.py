@@ -32,7 +32,7 @@ import numpy as np
 
 from ..base import Algorithm, Array, PyTree
 from ..validation import (NonFiniteError, check_choice, check_int, check_key, check_on_nonfinite,
-                          check_traced)
+                          check_one_array, check_traced)
 from .models import check_inputs
 
 RESAMPLING = ("multinomial", "stratified", "systematic")
@@ -514,9 +514,7 @@ def ppg(model, ys, additive_fn: Callable, num_particles: int, num_backward: int 
 
     def init(position, key=None):
         del key
-        if isinstance(position, dict) or hasattr(position, "_fields"):  # a pytree, not a path
-            raise TypeError(f"the initial reference path must be one array of shape (T={T}, "
-                            f"d), got a pytree {jax.tree.structure(position)}")
+        check_one_array("the initial reference path", position, f"(T={T}, d)")
         position = jnp.asarray(position)
         if position.ndim != 2 or position.shape[0] != T:
             raise ValueError(f"the initial reference path must have shape (T={T}, d), "

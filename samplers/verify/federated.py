@@ -72,7 +72,7 @@ def fald_stationary_law(make: Callable = federated.fald) -> Check:
                       f"E[(x - {post_mean:g})^2] (posterior 0.25), K = {K}, eta = {eta:g}, "
                       f"{chains} chains x {rounds} rounds")
 
-    return Check("fald", "Deng et al. 2021", "exact stationary bias of local steps on "
+    return Check("fald", "Deng2024", "exact stationary bias of local steps on "
                  "heterogeneous Gaussian clients", measure)
 
 

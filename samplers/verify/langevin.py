@@ -40,7 +40,7 @@ def ula_variance(make: Callable = langevin.ula) -> Check:
         return within(var, s2 / (1 - h / (2 * s2)), se,
                       f"E[x^2] on N(0, {s2:g}) at h = {h:g}, {chains} chains x {steps} steps")
 
-    return Check("ula", "Durmus & Moulines 2017", "O(h) stationary bias, exact for a Gaussian",
+    return Check("ula", "Durmus2017", "O(h) stationary bias, exact for a Gaussian",
                  measure)
 
 
@@ -57,7 +57,7 @@ def mala_exact(make: Callable = langevin.mala) -> Check:
         return within(var, s2, se, f"E[x^2] on N(0, {s2:g}) at h = {h:g} (ULA: "
                       f"{s2 / (1 - h / (2 * s2)):.3g}), {chains} chains x {steps} steps")
 
-    return Check("mala", "Roberts & Tweedie 1996", "exact invariance at a large step", measure)
+    return Check("mala", "Roberts1996", "exact invariance at a large step", measure)
 
 
 def gaussian_mean_model(n_data: int = 100, batch: int = 10, s: float = 1.0, lambda0: float = 1.0):
@@ -91,7 +91,7 @@ def sgld_variance(make: Callable = langevin.sgld) -> Check:
                       f"E[(x - m)^2], N = {n_data}, batch {batch}, h = {h:g} (posterior "
                       f"{1 / a:.3g}), {chains} chains x {steps} steps")
 
-    return Check("sgld", "Vollmer, Zygalakis & Teh 2016",
+    return Check("sgld", "Vollmer2016",
                  "O(h) variance bias with gradient noise, exact for a Gaussian", measure)
 
 
@@ -109,7 +109,7 @@ def baoab_position(make: Callable = langevin.underdamped) -> Check:
         return within(var, 1.0, se, f"BAOAB E[x^2] on N(0, 1) at h = {h:g}, friction "
                       f"{friction:g}, {chains} chains x {steps} steps")
 
-    return Check("underdamped", "Leimkuhler & Matthews 2013",
+    return Check("underdamped", "Leimkuhler2013",
                  "BAOAB position marginal exact on a Gaussian", measure)
 
 

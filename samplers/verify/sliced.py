@@ -56,7 +56,7 @@ def cv_unbiased(make: Callable = sliced.sliced_wasserstein_estimate) -> Check:
                       f"mean upper-CV (cross-fitted) SW_2^2, ring vs blob (n = 200, d = 2), "
                       f"L = {L}, {num_keys} keys")
 
-    return Check("sliced_wasserstein", "Nguyen & Ho 2024",
+    return Check("sliced_wasserstein", "Nguyen2024",
                  "control-variate estimate unbiased (cross-fitted coefficient)", measure)
 
 
@@ -95,7 +95,7 @@ def flow_translate(make: Callable = sliced.sliced_wasserstein_flow) -> Check:
                       f"n = 64, d = {d} (L = inf: {(1 - 2 * h / d) ** (2 * steps):.3g}), "
                       f"{chains} runs")
 
-    return Check("sw_flow", "Nguyen & Ho 2024 sec. 4 (rate derived here)",
+    return Check("sw_flow", "Nguyen2024, Sec. 4 (rate derived here)",
                  "exact mean-square contraction on a translate",
                  measure)
 

@@ -61,7 +61,7 @@ def paris_smoothing(make: Callable = smc.paris) -> Check:
         return within(mean, exact, se, f"sum_t E[x_t x_t+1 | y], T = {T}, N = {n}, "
                       f"{reps} replicates, {backward} backward draws")
 
-    return Check("paris", "Olsson & Westerborn 2017",
+    return Check("paris", "Olsson2017",
                  "smoothed additive functional -> RTS value (O(1/N) bias)", measure)
 
 
@@ -95,7 +95,7 @@ def ppg_exact_reference(make: Callable = smc.ppg) -> Check:
         return within(mean, exact, se, f"sum_t E[x_t x_t+1 | y] from one PPG sweep with an "
                       f"exact smoothing reference, T = {T}, N = {n}, {reps:,} replicates")
 
-    return Check("ppg", "Cardoso et al. 2023", "unbiased at stationarity for any N", measure)
+    return Check("ppg", "Cardoso2023", "unbiased at stationarity for any N", measure)
 
 
 def checks() -> list[Check]:

@@ -217,7 +217,7 @@ def svgd_fixed_point(make: Callable = stein.svgd) -> Check:
                       "(Newton-Kantorovich); stable: spectral radius < 1")
         return out._replace(passed=out.passed and stable)
 
-    return Check("svgd", "Liu & Wang 2016",
+    return Check("svgd", "Liu2016",
                  "n-particle fixed point = stable zero of the SVGD field", measure)
 
 
@@ -292,7 +292,7 @@ def dirichlet_moments(method: str, make: Callable, options: dict, steps: tuple) 
                       "the simplex at every step")
         return out._replace(passed=out.passed and inside)
 
-    return Check(method, "Shi, Liu & Mackey 2022",
+    return Check(method, "Shi2022",
                  "Dirichlet moments as good as n i.i.d. draws, strictly inside", measure)
 
 
@@ -432,7 +432,7 @@ def svng_natural_gradient(make: Callable = stein.svng) -> Check:
         return at_most(error, bound, "max |step / eps - A^-1 phi_SVGD| / (|A^-1| max sum|terms|), "
                        "constant metric A, n = 12, d = 2", "round-off bound")
 
-    return Check("svng", "Shi, Liu & Mackey 2022",
+    return Check("svng", "Shi2022",
                  "natural-gradient step G^-1 x SVMD direction; fewer iterations than SVGD (full)",
                  measure)
 
