@@ -94,7 +94,6 @@ def directions(key, num_projections: int, dim: int, scheme: str = "mc",
     """
     check_int("num_projections", num_projections)
     check_choice("scheme", scheme, SCHEMES)
-    if not isinstance(dim, (int, np.integer)) or dim < 1:
-        raise ValueError(f"dim must be an integer >= 1, got {dim!r}")
+    check_int("dim", dim)
     dtype = jnp.result_type(float) if dtype is None else dtype
     return _directions(_check_key(key), int(num_projections), int(dim), scheme, dtype)
