@@ -29,7 +29,7 @@ import scipy.spatial.distance
 from jax.scipy.linalg import solve_triangular
 
 from .sliced import SlicedEstimate, sliced_wasserstein_estimate
-from .validation import check_positive
+from .validation import check_choice, check_int, check_positive
 
 __all__ = [
     "ksd", "mmd", "energy_distance", "gaussian_w2", "gaussian_kl", "empirical_w2", "ess", "rhat",
@@ -112,16 +112,14 @@ def ksd(samples, score_fn: Callable[[jax.Array], jax.Array], c: float = 1.0,
 
     Returns the scalar squared discrepancy (take its square root for the KSD).
     """
-    if statistic not in ("v", "u"):
-        raise ValueError(f"statistic must be 'v' or 'u', got {statistic!r}")
+    check_choice("statistic", statistic, ("v", "u"))
     x = jnp.asarray(samples)
     _check_samples("samples", x, min_size=2 if statistic == "u" else 1)
     n, d = x.shape
     check_positive("c", c)
     if not -1.0 < beta < 0.0:
         raise ValueError(f"beta must lie in (-1, 0), got {beta!r}")
-    if not (isinstance(block_size, int) and block_size >= 1):
-        raise ValueError(f"block_size must be an int >= 1, got {block_size!r}")
+    block_size = check_int("block_size", block_size)
     out = jax.eval_shape(score_fn, jax.ShapeDtypeStruct((d,), x.dtype))
     if getattr(out, "shape", None) != (d,):
         raise ValueError(f"score_fn must map a (d,) = ({d},) position to a ({d},) score, got {out}")

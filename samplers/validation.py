@@ -59,13 +59,14 @@ def check_on_nonfinite(value) -> str:
 def check_int(name: str, value, *, minimum: int = 1, maximum: Optional[int] = None) -> int:
     """Return ``value`` as an ``int``.
 
-    Python and NumPy integers (and 0-d integer arrays) are accepted; ``bool`` and every float,
+    Python and NumPy integer scalars are accepted; ``bool``, arrays (even 0-d: a count is a
+    static size, hashed by ``jit``, and callers may keep the value as given) and every float,
     even an integral one such as ``10.0``, are a TypeError (a count is never computed in
     floating point by accident); a value below ``minimum`` or above ``maximum`` is a
     ValueError.
     """
     bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-    if isinstance(value, (bool, np.bool_)):
+    if isinstance(value, (bool, np.bool_, np.ndarray, jax.Array)):
         index = None
     else:
         try:

@@ -254,6 +254,8 @@ def test_default_step_needs_a_full_logdensity_and_finite_curvature():
         vi.sfbgvi(lp)
     with pytest.raises(ValueError, match="step_size=None chooses h .* pass step_size"):
         vi.fbgvi(lambda x: jnp.sum(x)).init(vi.Gaussian.standard(2))  # zero curvature
+    with pytest.raises(jax.errors.JaxRuntimeError, match="step_size=None chooses h .* pass"):
+        vi.fit(KEY, vi.fbgvi(lambda x: jnp.sum(x)), vi.Gaussian.standard(2), 3)  # traced init
     with pytest.raises(TypeError, match="step_size"):
         vi.bwgd(logdensity_3d, None)  # BW-GD has no default step
 
@@ -331,11 +333,17 @@ def test_a_count_below_its_minimum_is_a_value_error_naming_it(entry):
         call(minimum - 1)
 
 
-def test_check_int_accepts_numpy_integers_and_returns_an_int():
+def test_check_int_accepts_integer_scalars_refuses_arrays_and_returns_an_int():
     from samplers.validation import check_int
-    for value in (np.int32(3), np.int64(3), np.array(3), 3):
+    for value in (np.int32(3), np.int64(3), 3):
         out = check_int("n", value)
         assert out == 3 and type(out) is int
+    for array in (np.array(3), jnp.array(3)):  # unhashable: refused before jit sees it
+        with pytest.raises(TypeError, match="n must be an integer >= 1"):
+            check_int("n", array)
+    with pytest.raises(TypeError, match="num_chains must be an integer"):
+        samplers.run(KEY, samplers.mala(lambda x: -x @ x, 0.1), jnp.zeros(2), 4,
+                     num_chains=np.array(2))
     with pytest.raises(ValueError, match=r"n must be an integer in \[1, 4\], got 5"):
         check_int("n", 5, maximum=4)
 

@@ -150,7 +150,7 @@ def test_every_algorithm_is_a_case():
     builders = set()
     for package in (samplers, vi):
         for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
-            if info.name.rsplit(".", 1)[-1] in ("cli", "demo", "verify") or ".verify" in info.name:
+            if info.name.rsplit(".", 1)[-1] in ("cli", "demos", "verify") or ".verify" in info.name:
                 continue  # commands, demos and checks build no sampler of their own
             module = importlib.import_module(info.name)
             for name in getattr(module, "__all__", ()):

@@ -55,8 +55,8 @@ import numpy as np
 from samplers.base import Algorithm, Bound, StepSize, as_float, with_params
 from samplers.run import run
 from samplers.trace import Trace
-from samplers.validation import (check_choice, check_int, check_positive,
-                                 check_scalar_logdensity, is_concrete)
+from samplers.validation import (check_bool, check_choice, check_int, check_positive,
+                                 check_scalar_logdensity, check_traced, is_concrete)
 
 from .gaussian import Gaussian, check_gaussian
 
@@ -261,21 +261,26 @@ def default_step_size(logdensity_fn: Callable, q0: Gaussian, factor: float = DEF
         a more conservative fixed ``step_size`` to pass explicitly).
 
     Returns a Python float when ``q0`` is concrete (a traced scalar under ``jit``). Raises a
-    ValueError when L_0 is not finite or is zero at ``q0.mean`` (then give ``step_size``).
+    ValueError when L_0 is not finite or is zero at ``q0.mean`` (then give ``step_size``);
+    under ``jit`` (``init`` inside ``samplers.run``) the same check stops the program
+    (:func:`samplers.validation.check_traced`).
     """
     check_positive("factor", factor)
     if float(factor) > 1.0:
         raise ValueError(f"factor must lie in (0, 1] (the stability condition h <= 1/L), "
                          f"got {factor!r}")
     L = _curvature(logdensity_fn, q0.mean)
-    if not is_concrete(L):
-        return factor / L
+    check_traced(functools.partial(_check_curvature, factor), L)
+    return factor / L if not is_concrete(L) else factor / float(L)
+
+
+def _check_curvature(factor, L) -> None:
+    """The check of :func:`default_step_size`, on the host (under ``jit`` too)."""
     L = float(L)
     if not (math.isfinite(L) and L > 0):
         raise ValueError(f"step_size=None chooses h = {factor} / L from the curvature L of "
                          f"logdensity_fn at q0.mean, but L = {L} there (the Hessian is "
                          "not finite, or zero); pass step_size explicitly")
-    return factor / L
 
 
 # ----------------------------------------------------------------- expectations
@@ -508,8 +513,7 @@ def _build(logdensity_fn, step_size, method, name, expectation, num_samples, num
     if antithetic is None:
         antithetic = expectation == "monte_carlo" and num_samples % 2 == 0 and method == "fb" \
             and name == "fbgvi"
-    if not isinstance(antithetic, bool):
-        raise TypeError(f"antithetic must be True or False, got {antithetic!r}")
+    antithetic = check_bool("antithetic", antithetic)
     if antithetic and (expectation != "monte_carlo" or num_samples % 2):
         raise ValueError("antithetic=True pairs each Monte Carlo draw with its negative: it "
                          "needs expectation='monte_carlo' and an even num_samples, got "

@@ -390,7 +390,9 @@ def particle_filter(key, model, ys, num_particles: int, resampling: str = "syste
       on_nonfinite: "raise" (default: a :class:`WeightError`, a
         :class:`samplers.NonFiniteError`, naming the first time step whose weights are NaN,
         +inf or all zero) or "flag" (return the result, with that step in
-        ``nonfinite_step``), the policy of ``samplers.run``.
+        ``nonfinite_step``), the policy of ``samplers.run``. Under ``jit`` "raise" stops the
+        program (one host callback per call); in a jitted loop where a degenerate sweep is
+        an expected outcome (a PMMH proposal to reject), use "flag".
     """
     check_key("key", key, "particle_filter(key, model, ys, num_particles)", batched=True)
     ys = check_inputs(model, ys, num_particles)
