@@ -98,16 +98,6 @@ def tree_normal(key: Array, tree: PyTree) -> PyTree:
     return jax.tree.unflatten(treedef, noise)
 
 
-def tree_axpy(a, x: PyTree, y: PyTree) -> PyTree:
-    """``a * x + y`` leaf by leaf."""
-    return jax.tree.map(lambda u, v: a * u + v, x, y)
-
-
-def tree_sqnorm(x: PyTree) -> Array:
-    """Squared Euclidean norm of all leaves together."""
-    return sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(x))
-
-
 def tree_all_finite(x: PyTree) -> Array:
     """True when every entry of every leaf is finite."""
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(x)]))

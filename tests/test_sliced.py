@@ -270,7 +270,7 @@ def test_fewer_than_four_directions_fall_back_to_plain():
     (dict(coefficient="best"), ValueError, "coefficient must be one of"),
     (dict(scheme="sobol"), ValueError, "scheme must be one of"),
     (dict(key=None), TypeError, "key must be a jax.random.key"),
-    (dict(key=0), TypeError, "key must be a jax.random.key"),
+    (dict(key=0), TypeError, r"key must be a jax.random.key.*sliced_wasserstein\[_estimate\]\(key"),
     (dict(x=np.full((10, 2), np.nan)), ValueError, "x must be finite"),
     (dict(directions=np.ones((4, 3))), ValueError, r"directions must have shape \(L, 2\)"),
 ])
@@ -280,6 +280,11 @@ def test_bad_input_is_named(kwargs, error, match):
     x, y, key = args.pop("x"), args.pop("y"), args.pop("key")
     with pytest.raises(error, match=match):
         sliced.sliced_wasserstein(key, x, y, **args)
+
+
+def test_bad_directions_key_names_its_call():
+    with pytest.raises(TypeError, match=r"key must be .*directions\(key, num_projections, dim\)"):
+        sliced.directions(np.zeros((3, 2)), 4, 2)
 
 
 def test_flow_bad_input():

@@ -76,11 +76,12 @@ def _check_options(num_projections, p, control_variate, coefficient, scheme) -> 
     check_choice("scheme", scheme, SCHEMES)
 
 
-def _check_key(key) -> jax.Array:
+def _check_key(key, call: str) -> jax.Array:
+    """``key`` checked as the first argument of ``call`` (a signature, for the message)."""
     if key is None:
         raise TypeError("key must be a jax.random.key (directions are random), got None; "
                         "or pass directions=")
-    check_key("key", key, "sliced_wasserstein(key, x, y)")
+    check_key("key", key, call)
     return key
 
 

@@ -180,7 +180,8 @@ def _prepare(x, y, key, num_projections, p, control_variate, coefficient, weight
     """Validate everything outside jit; return the arguments of :func:`_estimate`."""
     _check_options(num_projections, p, control_variate, coefficient, scheme)
     if directions is None:
-        _check_key(key)  # first: a key passed in x's place is the likelier mistake
+        # first: a key passed in x's place is the likelier mistake
+        _check_key(key, "sliced_wasserstein[_estimate](key, x, y)")
     x = _check_points("x", x)
     y = _check_points("y", y)
     if x.shape[-1] != y.shape[-1]:

@@ -96,4 +96,5 @@ def directions(key, num_projections: int, dim: int, scheme: str = "mc",
     check_choice("scheme", scheme, SCHEMES)
     check_int("dim", dim)
     dtype = jnp.result_type(float) if dtype is None else dtype
-    return _directions(_check_key(key), int(num_projections), int(dim), scheme, dtype)
+    key = _check_key(key, "directions(key, num_projections, dim)")
+    return _directions(key, int(num_projections), int(dim), scheme, dtype)
