@@ -270,7 +270,7 @@ def test_fewer_than_four_directions_fall_back_to_plain():
     (dict(coefficient="best"), ValueError, "coefficient must be one of"),
     (dict(scheme="sobol"), ValueError, "scheme must be one of"),
     (dict(key=None), TypeError, "key must be a jax.random.key"),
-    (dict(key=0), TypeError, r"key must be a jax.random.key.*sliced_wasserstein\[_estimate\]\(key"),
+    (dict(key=0), TypeError, "key must be a jax.random.key"),
     (dict(x=np.full((10, 2), np.nan)), ValueError, "x must be finite"),
     (dict(directions=np.ones((4, 3))), ValueError, r"directions must have shape \(L, 2\)"),
 ])

@@ -181,7 +181,7 @@ def _prepare(x, y, key, num_projections, p, control_variate, coefficient, weight
     _check_options(num_projections, p, control_variate, coefficient, scheme)
     if directions is None:
         # first: a key passed in x's place is the likelier mistake
-        _check_key(key, "sliced_wasserstein[_estimate](key, x, y)")
+        _check_key(key, "sliced_wasserstein(key, x, y)")
     x = _check_points("x", x)
     y = _check_points("y", y)
     if x.shape[-1] != y.shape[-1]:
