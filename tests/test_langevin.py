@@ -118,3 +118,33 @@ def test_sgld_recovers_the_bayesian_linear_regression_posterior_mean():
     x = np.asarray(trace.positions)
     for i in range(3):
         assert_within(*mc_mean(x[..., i]), float(target.mean[i]), what=f"posterior mean {i}")
+
+
+@pytest.mark.parametrize("metric", ["identity", "diagonal", "dense"])
+def test_energy_error_is_minus_the_log_metropolis_hastings_ratio(metric):
+    """ULA's reported energy error against log p and the Gaussian proposal densities
+    q(y | x) = N(y; x + h C g(x), 2 h T C) evaluated by scipy in float64, at T = 1 and 2."""
+    import scipy.stats
+
+    d, h = 4, 0.3
+    cov, prec = _rotated_gaussian(d, np.array([0.5, 1.0, 2.0, 4.0]), seed=3)
+    logp = lambda x: -0.5 * x @ jnp.asarray(prec, jnp.float32) @ x + jnp.sum(jnp.sin(x))  # noqa: E731
+    C = {"identity": None, "diagonal": np.array([0.5, 1.0, 1.5, 2.0]),
+         "dense": _rotated_gaussian(d, np.array([0.3, 1.0, 1.2, 2.5]), seed=4)[0]}[metric]
+    C64 = np.eye(d) if C is None else (np.diag(C) if C.ndim == 1 else C)
+    logp64 = lambda x: -0.5 * x @ prec @ x + np.sum(np.sin(x))  # noqa: E731
+    grad64 = lambda x: -prec @ x + np.cos(x)  # noqa: E731
+    for temperature in (1.0, 2.0):
+        alg = samplers.ula(logp, h, temperature=temperature, inverse_mass_matrix=C)
+        for seed in range(5):
+            x = np.random.default_rng(seed).normal(size=d)
+            state, info = alg.step(jax.random.key(seed), alg.init(jnp.asarray(x, jnp.float32)))
+            x = np.float64(np.asarray(alg.init(jnp.asarray(x, jnp.float32)).position))
+            y = np.asarray(state.position, np.float64)
+            q = lambda b, a: scipy.stats.multivariate_normal(  # noqa: E731
+                a + h * C64 @ grad64(a), 2 * h * temperature * C64).logpdf(b)
+            terms = np.array([logp64(x) / temperature, logp64(y) / temperature, q(y, x), q(x, y)])
+            expected = terms[0] - terms[1] + terms[2] - terms[3]
+            # float32 rounding of each term, with a margin of 100 for the sums over d
+            tol = 100 * np.finfo(np.float32).eps * np.sum(np.abs(terms))
+            assert abs(float(info.energy_error) - expected) <= tol, (metric, temperature, seed)
