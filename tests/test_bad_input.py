@@ -231,7 +231,7 @@ def test_fbgvi_default_step_stays_finite_and_improves_the_elbo_on_a_hierarchical
 
 def test_fbgvi_default_step_on_a_gaussian_is_one_over_beta_and_converges_exactly():
     # N(mu, A^{-1}) with precision eigenvalues 1..3 (beta = 3): h = 1/beta, where FB-GVI's
-    # fixed point is the target itself ([DBCS23]; exact iff h beta <= 1)
+    # fixed point is the target itself ([Diao2023]; exact iff h beta <= 1)
     mu = jnp.array([1.0, -1.0, 0.5])
     lp = lambda x: logdensity_3d(x - mu)  # noqa: E731
     alg = vi.fbgvi(lp, expectation="exact_gaussian")
@@ -241,7 +241,7 @@ def test_fbgvi_default_step_on_a_gaussian_is_one_over_beta_and_converges_exactly
     assert float(state.step_size) == pytest.approx(1.0 / 3.0, rel=1e-6)
     q, trace = vi.fit(KEY, alg, vi.Gaussian.standard(3), 300)
     assert float(trace.final_state.step_size[0]) == pytest.approx(1.0 / 3.0, rel=1e-6)
-    # W2^2 contracts by (1 - alpha h)^2 = (2/3)^2 per step ([DBCS23] Thm 3.2): after 300
+    # W2^2 contracts by (1 - alpha h)^2 = (2/3)^2 per step ([Diao2023, Thm 3.2]): after 300
     # steps only float32 round-off of O(1) entries remains; 1e-5 is about 80 eps32
     np.testing.assert_allclose(q.mean, mu, atol=1e-5)
     np.testing.assert_allclose(q.cov, np.diag(1.0 / np.arange(1.0, 4.0)), atol=1e-5)

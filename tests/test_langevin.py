@@ -1,4 +1,4 @@
-"""Exact facts of the Langevin samplers (method note langevin-fald-fbgvi-detail.md, §1)."""
+"""Exact facts of the Langevin samplers: closed forms computed here, never by samplers."""
 import jax
 import jax.numpy as jnp
 import numpy as np

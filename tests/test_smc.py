@@ -177,7 +177,7 @@ def test_rejection_and_exact_backward_draws_have_the_backward_law():
 # --------------------------------------------------------------------------- PPG
 
 def test_conditional_sweep_from_exact_reference_is_unbiased(data1):
-    """Exactness at stationarity (smc-diffusion-detail.md, A5): one conditional PaRIS sweep
+    """Exactness at stationarity [Cardoso2023]: one conditional PaRIS sweep
     whose reference is an exact smoothing draw is unbiased for any N >= 2 (here N = 4, 2,000
     replicates, T = 20)."""
     model, ys, _, _ = data1

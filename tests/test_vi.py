@@ -1,6 +1,6 @@
 """vi: exact facts of FB-GVI and its baselines, the Gaussian type, behaviour, bad input.
 
-Reference: Diao, Balasubramanian, Chewi, Salim, ICML 2023, arXiv 2304.05398 ([DBCS23]).
+Reference: Diao, Balasubramanian, Chewi, Salim, ICML 2023, arXiv 2304.05398 ([Diao2023]).
 Expected numbers come from closed forms computed here in numpy/scipy (or from the shared
 method note, where they were computed independently in float64), never from vi itself.
 Guarantee checks (contraction, stochastic error floor, logistic regression) live in
@@ -121,7 +121,7 @@ def test_scalar_recursions_match_closed_forms(method, h, lam, s0, expected_s):
 
 @pytest.mark.parametrize("expectation", ["exact_gaussian", "gauss_hermite"])
 def test_gaussian_target_fixed_point_is_the_target_exactly(expectation):
-    """[DBCS23]: on a Gaussian target the best Gaussian is pi itself; FB-GVI with exact
+    """[Diao2023]: on a Gaussian target the best Gaussian is pi itself; FB-GVI with exact
     expectations (quadrature with 2 points is exact for quadratic V) converges to (mu, Sigma)."""
     A, mu, lam = gaussian_problem()
     with jax.enable_x64(True):

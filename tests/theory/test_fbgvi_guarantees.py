@@ -1,4 +1,4 @@
-"""FB-GVI's guarantees, measured ([DBCS23]: Diao, Balasubramanian, Chewi, Salim, ICML 2023,
+"""FB-GVI's guarantees, measured ([Diao2023]: Diao, Balasubramanian, Chewi, Salim, ICML 2023,
 arXiv 2304.05398).
 
 * Theorem (strongly log-concave, h <= 1/beta): W2^2(q_k, q*) <= (1 - alpha h)^k W2^2(q_0, q*);
@@ -200,7 +200,7 @@ def test_logistic_regression_fbgvi_reaches_the_best_gaussian_and_beats_the_basel
         q_fb, _ = vi.fit(jax.random.key(0), vi.fbgvi(lp, 1 / beta, expectation=expect), q0,
                          steps, thin=steps)
         g, H = expect(None, q_fb)
-        # the best Gaussian's first-order conditions ([DBCS23] Sec. 2): E grad V = 0, E hess V = Sigma^{-1}
+        # the best Gaussian's first-order conditions ([Diao2023] Sec. 2): E grad V = 0, E hess V = Sigma^{-1}
         assert np.abs(np.asarray(g)).max() < 1e-9
         np.testing.assert_allclose(np.asarray(H), np.linalg.inv(np.asarray(q_fb.cov)), atol=1e-8)
         q_bw, _ = vi.fit(jax.random.key(0), vi.bwgd(lp, 1 / beta, expectation=expect), q0,
@@ -238,7 +238,7 @@ def test_backtracking_rule_follows_the_theorem_at_one_over_beta():
     """The default step rule on a Gaussian target: its cap 1/||E_q hess V|| = 1/beta, and V
     is exactly beta-smooth so the descent test never halves it; the W2^2 trajectory is the
     oracle's at h = 1/beta (independent eigenbasis recursion) and each step contracts by at
-    most the theorem's 1 - alpha/beta ([DBCS23] Theorem 3.2)."""
+    most the theorem's 1 - alpha/beta ([Diao2023] Theorem 3.2)."""
     steps = 200
     with jax.enable_x64(True):
         _, tr = vi.fit(jax.random.key(0), vi.fbgvi(quadratic_logdensity(A, MU),
