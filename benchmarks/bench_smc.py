@@ -152,6 +152,12 @@ def _peer_classes():
         """
 
         summary_name = "paris"
+        # declared here, with the state kept below, so that particles 0.3 (what pip picks
+        # next to numpy 2: particles 0.4 asks for numpy < 2) runs it as 0.4 does
+        signature = {"Nparis": 2, "max_trials": None}
+
+        def save_for_later(self, smc_):
+            self.prev_X, self.prev_W, self.prev_logw = smc_.X, smc_.W, smc_.wgts.lw
 
         def update(self, smc_):
             tries_max = smc_.N if self.max_trials is None else self.max_trials
